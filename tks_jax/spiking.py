@@ -1,0 +1,255 @@
+"""Spiking dynamics: a surrogate-gradient spike function and LIF neurons scanned over time.
+
+Spec: ``shared/spec/tks-method.md`` sections 1 (LIF, Eq. 1-2) and 2 (surrogate gradient).
+
+Everything here is a pure function of arrays: the membrane potential is an explicit
+``jax.lax.scan`` carry that starts at zero on every call, so no state survives between calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+# --------------------------------------------------------------------------------------------
+# Surrogate gradients.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Surrogate:
+    """Base class of surrogate gradients: ``grad(x)`` is dS/dx used in the backward pass.
+
+    Subclasses are frozen dataclasses (hashable), so they can be static arguments of
+    ``jax.custom_vjp`` and ``jax.jit``. Every surrogate has one sharpness parameter ``alpha``.
+    """
+
+    alpha: float
+
+    def grad(self, x: Array) -> Array:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class QGate(Surrogate):
+    """Piecewise quadratic spike (Bi-Real Net), the paper's surrogate (spec section 2).
+
+    ``dS/dx = alpha - alpha**2 * |x|`` for ``|x| <= 1/alpha``, else 0: a triangle of peak
+    ``alpha`` and area 1. ``alpha = 2`` is the authors' value.
+    """
+
+    alpha: float = 2.0
+
+    def grad(self, x: Array) -> Array:
+        return jnp.maximum(self.alpha - self.alpha**2 * jnp.abs(x), 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sigmoid(Surrogate):
+    """Derivative of ``sigmoid(alpha * x)`` (SpikingJelly's ``Sigmoid``, alpha = 4)."""
+
+    alpha: float = 4.0
+
+    def grad(self, x: Array) -> Array:
+        sg = jax.nn.sigmoid(self.alpha * x)
+        return self.alpha * sg * (1.0 - sg)
+
+
+@dataclasses.dataclass(frozen=True)
+class ATan(Surrogate):
+    """Derivative of ``arctan(pi/2 * alpha * x) / pi + 1/2`` (SpikingJelly's ``ATan``)."""
+
+    alpha: float = 2.0
+
+    def grad(self, x: Array) -> Array:
+        return (self.alpha / 2.0) / (1.0 + (math.pi / 2.0 * self.alpha * x) ** 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rectangle(Surrogate):
+    """Box of height ``alpha`` and width ``1/alpha`` centred on 0 (area 1; STBP)."""
+
+    alpha: float = 1.0
+
+    def grad(self, x: Array) -> Array:
+        return jnp.where(jnp.abs(x) < 0.5 / self.alpha, self.alpha, 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Triangle(Surrogate):
+    """Triangle of peak ``alpha`` and fixed half-width 1: ``alpha * max(0, 1 - |x|)``.
+
+    Bellec et al. (2018) use ``alpha = 0.3`` ("dampening factor"). Unlike ``QGate``, the
+    parameter scales the height only, not the width.
+    """
+
+    alpha: float = 1.0
+
+    def grad(self, x: Array) -> Array:
+        return self.alpha * jnp.maximum(1.0 - jnp.abs(x), 0.0)
+
+
+SURROGATES: dict[str, type[Surrogate]] = {
+    "qgate": QGate,
+    "piecewise_quadratic": QGate,
+    "sigmoid": Sigmoid,
+    "atan": ATan,
+    "rectangle": Rectangle,
+    "triangle": Triangle,
+}
+
+
+def get_surrogate(surrogate: str | Surrogate, alpha: float | None = None) -> Surrogate:
+    """Returns a surrogate object from a name (for configs) or passes an object through.
+
+    Args:
+      surrogate: a name in ``SURROGATES`` or a ``Surrogate`` instance.
+      alpha: sharpness; ``None`` keeps the surrogate's default. Only with a name.
+
+    Raises:
+      ValueError: unknown name, or a non-positive ``alpha``.
+    """
+    if isinstance(surrogate, Surrogate):
+        if alpha is not None and alpha != surrogate.alpha:
+            raise ValueError(
+                f"alpha={alpha} was given together with a Surrogate object {surrogate}; set the "
+                "sharpness on the object instead."
+            )
+        return surrogate
+    if not isinstance(surrogate, str) or surrogate not in SURROGATES:
+        raise ValueError(
+            f"Unknown surrogate {surrogate!r}; choose one of {sorted(SURROGATES)} or pass a "
+            "tks_jax.spiking.Surrogate instance."
+        )
+    cls = SURROGATES[surrogate]
+    obj = cls() if alpha is None else cls(alpha=float(alpha))
+    if not obj.alpha > 0:
+        raise ValueError(f"Surrogate sharpness alpha must be > 0, got {obj.alpha}.")
+    return obj
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _spike(x: Array, surrogate: Surrogate) -> Array:
+    return (x > 0).astype(x.dtype)
+
+
+def _spike_fwd(x, surrogate):
+    return _spike(x, surrogate), x
+
+
+def _spike_bwd(surrogate, x, g):
+    return ((g * surrogate.grad(x)).astype(x.dtype),)
+
+
+_spike.defvjp(_spike_fwd, _spike_bwd)
+
+
+def spike(x: Array, surrogate: str | Surrogate = "qgate") -> Array:
+    """Heaviside step with a surrogate gradient (spec section 2).
+
+    Forward: ``1`` where ``x > 0`` (strict), else ``0``, in the dtype of ``x``. Backward:
+    ``surrogate.grad(x)`` times the incoming cotangent.
+
+    Args:
+      x: any-shaped floating array, typically ``u - v_threshold``.
+      surrogate: a name in ``SURROGATES`` or a ``Surrogate`` instance.
+
+    Returns:
+      Spikes with the shape and dtype of ``x``.
+
+    References:
+      Liu et al., Bi-Real Net, ECCV 2018 (the piecewise quadratic surrogate).
+    """
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"spike() needs a floating-point input, got dtype {x.dtype}.")
+    return _spike(x, get_surrogate(surrogate))
+
+
+# --------------------------------------------------------------------------------------------
+# LIF neuron, multi-step.
+# --------------------------------------------------------------------------------------------
+
+
+def _check_lif_args(tau, v_threshold) -> None:
+    # Only concrete Python numbers are checked; traced values are the caller's contract.
+    if isinstance(tau, int | float) and not tau > 0:
+        raise ValueError(f"LIF time constant tau must be > 0, got {tau}.")
+    if isinstance(v_threshold, int | float) and not v_threshold > 0:
+        raise ValueError(f"LIF threshold v_threshold must be > 0, got {v_threshold}.")
+
+
+def lif(
+    currents: Array,
+    *,
+    tau: float = 2.0,
+    v_threshold: float = 0.5,
+    surrogate: str | Surrogate = "qgate",
+    detach_reset: bool = True,
+    return_membrane: bool = False,
+    unroll: int | bool = 1,
+    remat: bool = False,
+) -> Array | tuple[Array, Array]:
+    """Multi-step leaky integrate-and-fire neurons with hard reset (spec section 1, Eq. 1-2).
+
+    For t = 1..T, with ``u_0 = 0``::
+
+        u_t = u_{t-1} + (I_t - u_{t-1}) / tau       # charge
+        s_t = H(u_t - v_threshold)                  # fire (strict >)
+        u_t = u_t * (1 - s_t)                       # hard reset to 0
+
+    With ``detach_reset`` the reset path carries no gradient (``stop_gradient(s_t)``); the
+    membrane itself is back-propagated through time in full.
+
+    Args:
+      currents: input currents ``[T, ...]``, time-major (``T >= 1``).
+      tau: membrane time constant (> 0).
+      v_threshold: firing threshold (> 0); not learned.
+      surrogate: surrogate gradient of the spike (name or ``Surrogate``).
+      detach_reset: stop the gradient through the reset (the paper's setting).
+      return_membrane: also return the membrane after reset, ``[T, ...]`` (SpikingJelly's
+        ``v_seq``).
+      unroll: passed to ``jax.lax.scan``.
+      remat: rematerialise each step in the backward pass (``jax.checkpoint``), trading
+        compute for memory when T is large.
+
+    Returns:
+      Spikes ``[T, ...]`` in the dtype of ``currents``; with ``return_membrane`` a tuple
+      ``(spikes, membranes)``.
+
+    References:
+      Dong, Zhao, Zeng, "Temporal Knowledge Sharing enable Spiking Neural Network Learning from
+      Past and Future", arXiv 2304.06540, Eq. 1-2.
+    """
+    currents = jnp.asarray(currents)
+    if currents.ndim < 1 or currents.shape[0] < 1:
+        raise ValueError(
+            f"lif() needs time-major currents [T, ...] with T >= 1, got shape {currents.shape}."
+        )
+    if not jnp.issubdtype(currents.dtype, jnp.floating):
+        raise TypeError(f"lif() needs floating-point currents, got dtype {currents.dtype}.")
+    _check_lif_args(tau, v_threshold)
+    surrogate = get_surrogate(surrogate)
+    dtype = currents.dtype
+
+    def step(u: Array, current: Array) -> tuple[Array, tuple[Array, Array]]:
+        u = u + (current - u) / jnp.asarray(tau, dtype)  # Eq. 1
+        s = _spike(u - jnp.asarray(v_threshold, dtype), surrogate)  # Eq. 2
+        reset = jax.lax.stop_gradient(s) if detach_reset else s
+        u = u * (1 - reset)
+        return u, (s, u)
+
+    body: Callable = jax.checkpoint(step) if remat else step
+    u0 = jnp.zeros(currents.shape[1:], dtype)
+    _, (spikes, membranes) = jax.lax.scan(body, u0, currents, unroll=unroll)
+    if return_membrane:
+        return spikes, membranes
+    return spikes
