@@ -1,8 +1,48 @@
-"""tks-jax: Temporal Knowledge Sharing for spiking neural networks in JAX/Flax."""
+"""tks-jax: Temporal Knowledge Sharing for spiking neural networks in JAX/Flax.
 
-from tks_jax import spiking
-from tks_jax.spiking import lif, spike
+The functional core (no Flax, configs or devices) is re-exported here::
+
+    import tks_jax
+    loss = tks_jax.tks(logits, labels, temperature=3.0, lam=tks_jax.tks_lambda(epoch, 600, 0.7))
+"""
+
+from tks_jax import losses, metrics, spiking
+from tks_jax.losses import label_smoothing, mean_ce, tet, tks, tks_lambda, tks_teacher
+from tks_jax.metrics import (
+    aurc,
+    aurc_optimal,
+    excess_aurc,
+    first_k_accuracy,
+    per_class_accuracy,
+    per_step_accuracy,
+    risk_coverage_curve,
+    top_k_accuracy,
+)
+from tks_jax.spiking import SURROGATES, Surrogate, get_surrogate, lif, spike
 
 __version__ = "0.1.0"
 
-__all__ = ["spiking", "lif", "spike"]
+__all__ = [
+    "spiking",
+    "losses",
+    "metrics",
+    "spike",
+    "lif",
+    "get_surrogate",
+    "Surrogate",
+    "SURROGATES",
+    "mean_ce",
+    "label_smoothing",
+    "tet",
+    "tks",
+    "tks_teacher",
+    "tks_lambda",
+    "top_k_accuracy",
+    "per_step_accuracy",
+    "first_k_accuracy",
+    "per_class_accuracy",
+    "risk_coverage_curve",
+    "aurc",
+    "aurc_optimal",
+    "excess_aurc",
+]
