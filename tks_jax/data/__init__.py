@@ -1,0 +1,209 @@
+"""Datasets of the paper as grain pipelines of numpy batches: ``get_dataset`` is the entry point.
+
+    it, info = get_dataset('cifar10', 'train', batch_size=128, train=True, seed=0)
+    batch = next(it)   # {'image': f32 [B, 32, 32, 3], 'label': i32 [B], 'mask': bool [B]}
+    it, info = get_dataset('dvs_cifar10', 'test', batch_size=64, num_steps=10, train=False)
+    batch = next(it)   # {'image': f32 [T, B, 48, 48, 2], ...}; last batch padded, mask False
+
+Static datasets are tfds array_record data sources (``tks_jax.data.static``); event datasets
+come from ``tks_jax.data.event_datasets``; ``mnist`` and ``nmnist_synth`` are made offline on first
+use. Nothing here downloads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import grain
+
+from tks_jax.data import pipeline, static
+from tks_jax.data.static import STATIC_DATASETS
+
+EVENT_DATASET_NAMES = ("dvs_cifar10", "ncaltech101", "nmnist_synth")
+DATASET_NAMES = (*STATIC_DATASETS, *EVENT_DATASET_NAMES)
+SPLITS = ("train", "test")
+DATA_DIR_ENV = "TKS_DATA_DIR"
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """Metadata of one split as served by ``get_dataset``.
+
+    Attributes:
+        name: dataset name.
+        num_classes: number of labels.
+        input_shape: one example without batch: ``(H, W, C)`` static, ``(T, H, W, C)`` events.
+        num_examples: examples in this split (all hosts, after ``max_examples``).
+        is_event: event-camera data (batches are time-major ``[T, B, H, W, C]``).
+        class_names: label names when the dataset has them.
+    """
+
+    name: str
+    num_classes: int
+    input_shape: tuple[int, ...]
+    num_examples: int
+    is_event: bool
+    class_names: tuple[str, ...] | None = dataclasses.field(default=None, repr=False)
+
+
+def default_data_dir() -> str:
+    """``$TKS_DATA_DIR`` if set, else ``~/tensorflow_datasets``."""
+    return os.path.expanduser(os.environ.get(DATA_DIR_ENV) or "~/tensorflow_datasets")
+
+
+def _class_names(source: Any) -> tuple[str, ...] | None:
+    try:
+        names = source.dataset_info.features["label"].names
+    except Exception:  # mocks, custom sources: names are optional
+        return None
+    if isinstance(names, list | tuple) and names and all(isinstance(n, str) for n in names):
+        return tuple(names)
+    return None
+
+
+class _FirstN:
+    """The first ``n`` records of a random-access source."""
+
+    def __init__(self, source: Any, n: int):
+        self._source, self._n = source, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: int) -> Any:
+        if not 0 <= index < self._n:
+            raise IndexError(index)
+        return self._source[index]
+
+
+def get_dataset(
+    name: str,
+    split: str,
+    *,
+    batch_size: int,
+    num_steps: int | None = None,
+    train: bool,
+    seed: int = 0,
+    data_dir: str | None = None,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+    num_workers: int = 0,
+    num_epochs: int | None = None,
+    drop_remainder: bool | None = None,
+    max_examples: int | None = None,
+    read_options: grain.ReadOptions | None = None,
+) -> tuple[grain.DatasetIterator, DatasetInfo]:
+    """A checkpointable iterator of numpy batches of one split, on this host.
+
+    Args:
+        name: one of ``DATASET_NAMES``.
+        split: ``'train'`` or ``'test'`` (ImageNet's ``test`` is its validation set).
+        batch_size: examples per batch on this host.
+        num_steps: T, the number of time bins of event data (required for event datasets,
+            ignored for static ones, which the model repeats over time itself).
+        train: training mode (shuffle or class-balanced draws, augmentation, repeat) or
+            evaluation (in order, one pass, every example counted, last batch padded).
+        seed: seeds shuffling, class-balanced draws and augmentation.
+        data_dir: the tfds data directory; default ``default_data_dir()``.
+        shard_index: this host; default ``jax.process_index()``.
+        shard_count: number of hosts; default ``jax.process_count()``.
+        num_workers: grain worker processes (0: threads of this process).
+        num_epochs: passes over the data; ``None``: forever for training, once for eval.
+        drop_remainder: drop a last partial batch; default True for training, False for eval.
+        max_examples: use only the first ``max_examples`` of the split.
+        read_options: grain ``ReadOptions`` (reader threads, prefetch buffer).
+
+    Returns:
+        ``(iterator, info)``: the iterator yields ``{'image': float32 [B, H, W, C] (static) or
+        [T, B, H, W, C] (events), 'label': int32 [B], 'mask': bool [B]}`` and has
+        ``get_state()`` / ``set_state()``; ``info`` is a ``DatasetInfo``.
+
+    Raises:
+        ValueError: unknown name or split, bad sizes or shards.
+        FileNotFoundError: the dataset is not prepared in ``data_dir`` (the message names the
+            expected path and the prepare command).
+    """
+    if name not in DATASET_NAMES:
+        raise ValueError(f"Unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}.")
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r} for {name}; use 'train' or 'test'.")
+    if max_examples is not None and (
+        isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1
+    ):
+        raise ValueError(
+            f"`max_examples` must be a positive integer or None, got {max_examples!r}."
+        )
+    if shard_index is None or shard_count is None:
+        import jax
+
+        shard_index = jax.process_index() if shard_index is None else shard_index
+        shard_count = jax.process_count() if shard_count is None else shard_count
+    pipeline.check_shard(shard_index, shard_count)
+    data_dir = os.path.expanduser(data_dir) if data_dir else default_data_dir()
+
+    labels = None
+    class_balanced = False
+    if name in STATIC_DATASETS:
+        spec = STATIC_DATASETS[name]
+        source = static.get_static_source(name, split, data_dir)
+        transforms = static.static_transforms(name, train=train)
+        input_shape: tuple[int, ...] = spec.input_shape
+        num_classes = spec.num_classes
+    else:
+        if (
+            num_steps is None
+            or isinstance(num_steps, bool)
+            or not isinstance(num_steps, int)
+            or num_steps < 1
+        ):
+            raise ValueError(
+                f"{name} is event data: pass `num_steps` (T, a positive integer), "
+                f"got {num_steps!r}."
+            )
+        from tks_jax.data import event_datasets  # lazy: the static path never needs it
+
+        event_spec = event_datasets.EVENT_DATASETS[name]
+        source, labels = event_datasets.get_event_source(name, split, data_dir)
+        transforms = event_datasets.event_transforms(
+            name, num_steps=num_steps, train=train, seed=seed
+        )
+        height, width = event_spec.output_size
+        input_shape = (num_steps, height, width, 2)
+        num_classes = event_spec.num_classes
+        class_balanced = train and event_spec.class_balanced
+
+    class_names = _class_names(source)
+    if max_examples is not None and max_examples < len(source):
+        source = _FirstN(source, max_examples)
+        if labels is not None:
+            labels = labels[:max_examples]
+    ds = pipeline.build_dataset(
+        source,
+        transforms=transforms,
+        batch_size=batch_size,
+        train=train,
+        seed=seed,
+        shard_index=shard_index,
+        shard_count=shard_count,
+        num_epochs=num_epochs,
+        drop_remainder=drop_remainder,
+        num_workers=num_workers,
+        labels=labels,
+        class_balanced=class_balanced,
+        time_major=name not in STATIC_DATASETS,
+        read_options=read_options,
+    )
+    info = DatasetInfo(
+        name=name,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        num_examples=len(source),
+        is_event=name not in STATIC_DATASETS,
+        class_names=class_names,
+    )
+    return iter(ds), info
+
+
+__all__ = ["DATASET_NAMES", "DatasetInfo", "default_data_dir", "get_dataset"]
