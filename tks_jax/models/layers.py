@@ -1,0 +1,267 @@
+"""Building blocks of the spiking model zoo: time folding, conv/linear, tdBN/TEBN/BN, LIF.
+
+Spec: ``shared/spec/tks-method.md`` sections 1 (LIF), 6 (normalisation) and 7 (architectures);
+layout: ``shared/DESIGN.md`` ("Shapes and time").
+
+Activations are time-major ``[T, B, ...]``. Stateless layers run on the folded ``[T*B, ...]``
+batch (a reshape, never a transpose); only ``LIF`` is sequential, through
+``tks_jax.spiking.lif`` (a ``lax.scan`` over T). Static-image stems are computed once on
+``[B, ...]`` and broadcast over T by ``Norm``.
+
+Weight initialisation follows PyTorch's defaults, as SpikingJelly and the authors' code get
+them: conv and linear kernels ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` (``kaiming_uniform_`` with
+``a = sqrt(5)``), linear biases the same bound; BN scale 1 (tdBN: ``alpha * v_threshold``),
+bias 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from tks_jax import spiking
+
+Array = jax.Array
+Dtype = Any
+
+NORMS = ("tdbn", "tebn", "bn")
+BN_MOMENTUM = 0.9  # = PyTorch momentum 0.1 (flax keeps `momentum` of the old statistics).
+BN_EPSILON = 1e-5  # PyTorch's default.
+
+# PyTorch's default kaiming_uniform_(a=sqrt(5)): gain^2 = 2 / (1 + 5), bound = sqrt(3 * 1/3 /
+# fan_in) = 1/sqrt(fan_in).
+torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_bias_init(fan_in: int) -> Callable:
+    """PyTorch's default bias init of ``nn.Linear``/``nn.Conv2d``: ``U(-1/sqrt(fan_in), ..)``."""
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def fold(x: Array) -> Array:
+    """Merges time and batch: ``[T, B, ...] -> [T*B, ...]`` (a reshape, no copy)."""
+    return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+
+
+def unfold(x: Array, num_steps: int) -> Array:
+    """Splits time and batch: ``[T*B, ...] -> [T, B, ...]``."""
+    return x.reshape((num_steps, x.shape[0] // num_steps) + x.shape[1:])
+
+
+def scaled_channels(channels: int, width: float) -> int:
+    """Channels times the width multiplier, rounded to a multiple of 8 (at least 8).
+
+    ``width = 1`` returns ``channels`` unchanged for every count used by the zoo.
+    """
+    if width == 1.0:
+        return channels
+    return max(8, int(round(channels * width / 8.0)) * 8)
+
+
+class Conv(nn.Module):
+    """Bias-free 2-D convolution (PyTorch ``padding = kernel // 2``) on time-major input.
+
+    Attributes:
+      features: output channels.
+      kernel_size: square kernel size.
+      strides: square stride.
+      dtype: compute dtype (parameters are float32).
+    """
+
+    features: int
+    kernel_size: int = 3
+    strides: int = 1
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """Applies the convolution.
+
+        Args:
+          x: ``[T, B, H, W, C]`` (folded to ``[T*B, H, W, C]`` inside) or ``[B, H, W, C]``.
+
+        Returns:
+          ``[T, B, H', W', features]`` or ``[B, H', W', features]``.
+        """
+        pad = self.kernel_size // 2
+        conv = nn.Conv(
+            self.features,
+            (self.kernel_size, self.kernel_size),
+            strides=(self.strides, self.strides),
+            padding=((pad, pad), (pad, pad)),
+            use_bias=False,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            kernel_init=torch_kernel_init,
+            name="conv",
+        )
+        if x.ndim == 5:
+            return unfold(conv(fold(x)), x.shape[0])
+        return conv(x)
+
+
+class Linear(nn.Module):
+    """Dense layer with bias and PyTorch's default init; acts on the last axis of any shape.
+
+    Attributes:
+      features: output features.
+      dtype: compute dtype (parameters are float32).
+    """
+
+    features: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """``[..., in] -> [..., features]``."""
+        return nn.Dense(
+            self.features,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            kernel_init=torch_kernel_init,
+            bias_init=torch_bias_init(x.shape[-1]),
+            name="dense",
+        )(x)
+
+
+class Norm(nn.Module):
+    """tdBN, TEBN or plain BN over the folded time-batch (spec section 6).
+
+    All three take their statistics over ``(T, B, H, W)`` per channel, which is BatchNorm on
+    the ``T*B`` batch (momentum 0.9 in flax terms = PyTorch 0.1, eps 1e-5). Under ``jax.jit``
+    with a batch sharded over devices these are global-batch statistics. Running variances
+    are the biased batch variances (PyTorch stores the unbiased one; the difference is a
+    factor ``n/(n-1)`` with ``n = T*B*H*W``).
+
+    - ``tdbn`` (Zheng et al. 2021): the BN scale starts at ``alpha * v_threshold``.
+    - ``tebn`` (Duan et al. 2022): after BN, step ``t`` is multiplied by a learnable scalar
+      ``p_t`` (init 1). ``p`` has ``max_steps`` entries (the configured T). A run with
+      ``T < max_steps`` uses ``p_1..p_T`` (causal: the first steps of a longer run are
+      unchanged); ``T > max_steps`` raises ``ValueError``.
+    - ``bn``: BN with scale 1, bias 0.
+
+    Attributes:
+      kind: one of ``NORMS``.
+      alpha: tdBN factor ``a`` (1, or ``1/sqrt(2)`` before a residual addition).
+      v_threshold: the LIF threshold, for tdBN's scale init.
+      max_steps: number of TEBN scales (required for ``tebn``, ignored otherwise).
+      dtype: compute dtype.
+    """
+
+    kind: str = "tdbn"
+    alpha: float = 1.0
+    v_threshold: float = 0.5
+    max_steps: int | None = None
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool, num_steps: int | None = None) -> Array:
+        """Normalises ``x``.
+
+        Args:
+          x: ``[T, B, ..., C]``; or ``[B, ..., C]`` together with ``num_steps``, meaning the
+            same input at every step (direct encoding: BN runs once on ``[B, ...]``, which has
+            the same statistics as the ``T`` copies, then the result is broadcast).
+          train: batch statistics (and update the running ones) if True, else running ones.
+          num_steps: T for the broadcast case; None when ``x`` is already time-major.
+
+        Returns:
+          ``[T, B, ..., C]``.
+        """
+        if self.kind not in NORMS:
+            raise ValueError(f"Unknown norm {self.kind!r}; choose one of {list(NORMS)}.")
+        scale = self.alpha * self.v_threshold if self.kind == "tdbn" else 1.0
+        y = nn.BatchNorm(
+            use_running_average=not train,
+            momentum=BN_MOMENTUM,
+            epsilon=BN_EPSILON,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            scale_init=nn.initializers.constant(scale),
+            name="bn",
+        )(x)
+        if num_steps is not None:
+            y = jnp.broadcast_to(y[None], (num_steps,) + y.shape)
+        if self.kind == "tebn":
+            if self.max_steps is None:
+                raise ValueError("norm='tebn' needs num_steps (the number of per-step scales).")
+            steps = y.shape[0]
+            if steps > self.max_steps:
+                raise ValueError(
+                    f"TEBN has {self.max_steps} per-step scales (num_steps={self.max_steps} at "
+                    f"construction) but was run with T={steps}; run with T <= {self.max_steps} "
+                    "or build the model with a larger num_steps."
+                )
+            p = self.param("step_scale", nn.initializers.ones, (self.max_steps,), jnp.float32)
+            y = y * p[:steps].astype(y.dtype).reshape((steps,) + (1,) * (y.ndim - 1))
+        return y
+
+
+class LIF(nn.Module):
+    """Multi-step LIF layer over ``[T, B, ...]`` (``tks_jax.spiking.lif``; spec section 1).
+
+    When the ``intermediates`` collection is mutable, sows per call:
+    ``spike_rate`` (mean spike probability over T, B and neurons), ``spikes_per_image``
+    (spikes summed over T and neurons, averaged over B) and ``neurons`` (neurons per step and
+    image). ``spike_summary`` in ``tks_jax.models`` reads them.
+
+    Attributes:
+      tau, v_threshold, surrogate, surrogate_alpha, detach_reset, remat: see ``spiking.lif``.
+    """
+
+    tau: float = 2.0
+    v_threshold: float = 0.5
+    surrogate: str | spiking.Surrogate = "qgate"
+    surrogate_alpha: float | None = None
+    detach_reset: bool = True
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """``[T, B, ...]`` currents -> ``[T, B, ...]`` spikes (dtype of ``x``)."""
+        s = spiking.lif(
+            x,
+            tau=self.tau,
+            v_threshold=self.v_threshold,
+            surrogate=spiking.get_surrogate(self.surrogate, self.surrogate_alpha),
+            detach_reset=self.detach_reset,
+            remat=self.remat,
+        )
+        if self.is_mutable_collection("intermediates"):
+            batch = x.shape[1]
+            neurons = math.prod(x.shape[2:])
+            total = jnp.sum(jax.lax.stop_gradient(s), dtype=jnp.float32)
+            self.sow("intermediates", "spike_rate", total / s.size)
+            self.sow("intermediates", "spikes_per_image", total / batch)
+            self.sow("intermediates", "neurons", jnp.asarray(neurons, jnp.float32))
+        return s
+
+
+def avg_pool(x: Array, window: int) -> Array:
+    """Average pooling, stride = window, floor (PyTorch ``AvgPool2d``); ``[T,B,H,W,C]``."""
+    y = nn.avg_pool(fold(x), (window, window), strides=(window, window), padding="VALID")
+    return unfold(y, x.shape[0])
+
+
+def max_pool(x: Array, window: int, strides: int, padding: int) -> Array:
+    """Max pooling with symmetric padding (PyTorch ``MaxPool2d``); ``[T,B,H,W,C]`` or 4-D."""
+    pads: Sequence[tuple[int, int]] = ((padding, padding), (padding, padding))
+    if x.ndim == 5:
+        y = nn.max_pool(fold(x), (window, window), strides=(strides, strides), padding=pads)
+        return unfold(y, x.shape[0])
+    return nn.max_pool(x, (window, window), strides=(strides, strides), padding=pads)
+
+
+def global_avg_pool(x: Array) -> Array:
+    """Mean over H and W: ``[T, B, H, W, C] -> [T, B, C]``."""
+    return jnp.mean(x, axis=(2, 3))
