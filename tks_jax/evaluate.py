@@ -1,0 +1,39 @@
+"""Evaluates the latest checkpoint of a run at any number of time steps and writes its report.
+
+    python -m tks_jax.evaluate --workdir runs/mnist_default [--num_steps 1] [--split test]
+
+Prints the markdown table; files go to ``DIR/report/`` (training T, default split) or
+``DIR/report/<split>_T<K>/``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by train.py.")
+_NUM_STEPS = flags.DEFINE_integer("num_steps", None, "T at test time (default: training T).")
+_SPLIT = flags.DEFINE_string("split", None, "Data split (default: the config's eval split).")
+
+
+def main(argv) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from tks_jax import report
+    from tks_jax.training import loop
+
+    try:
+        rep = loop.evaluate_workdir(_WORKDIR.value, num_steps=_NUM_STEPS.value, split=_SPLIT.value)
+    except (ValueError, FileNotFoundError) as e:
+        logging.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(report.format_markdown(rep))
+    print(f"Report: {rep['report_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["workdir"])
+    app.run(main)

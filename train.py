@@ -1,0 +1,43 @@
+"""Trains and evaluates one experiment: flags -> config -> ``tks_jax.train_lib``.
+
+    python train.py --config configs/cifar10_resnet19.py --workdir runs/cifar10_resnet19 \
+        [--config.loss.name=baseline] [--config.smoke=True]
+
+Re-running the same command resumes from the latest checkpoint in ``--workdir``.
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from tks_jax import report, train_lib
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (configs/*.py).", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        result = train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except (ValueError, FileNotFoundError, train_lib.NonFiniteLossError) as e:
+        logging.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if result["preempted"]:
+        print(f"Stopped by SIGTERM at step {result['step']}; checkpoint saved. Re-run to resume.")
+        return 0
+    if result["report_dir"]:
+        rep = report.load_report(result["report_dir"])
+        print(report.format_markdown(rep))
+        print(f"Report: {result['report_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
