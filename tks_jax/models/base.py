@@ -196,9 +196,7 @@ class SpikingNet(nn.Module):
         return x.astype(self.dtype), num_steps
 
 
-def apply_stem(
-    unit: nn.Module, x: Array, *, num_steps: int, train: bool
-) -> Array:
+def apply_stem(unit: nn.Module, x: Array, *, num_steps: int, train: bool) -> Array:
     """Runs the first conv-norm-LIF unit on static or event input.
 
     Static ``[B, H, W, C]`` input (direct encoding) is convolved and normalised once and

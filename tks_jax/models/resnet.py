@@ -84,7 +84,8 @@ class ResNet19(base.SpikingNet):
         cfg = self.config
         stem = base.ConvNormLIF(self.channels(self.stem_width), 3, 1, cfg, name="stem")
         x = base.apply_stem(stem, x, num_steps=num_steps, train=train)
-        for i, (features, blocks) in enumerate(zip(self.stage_widths, self.stage_sizes)):
+        stages = zip(self.stage_widths, self.stage_sizes, strict=True)
+        for i, (features, blocks) in enumerate(stages):
             for j in range(blocks):
                 strides = 2 if (i > 0 and j == 0) else 1
                 x = BasicBlock(self.channels(features), strides, cfg, name=f"layer{i + 1}_{j}")(

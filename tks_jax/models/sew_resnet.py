@@ -90,9 +90,7 @@ class SEWBottleneck(nn.Module):
         cfg = self.config
         out_features = self.features * self.expansion
         out = base.ConvNormLIF(self.features, 1, 1, cfg, name="unit1")(x, train=train)
-        out = base.ConvNormLIF(self.features, 3, self.strides, cfg, name="unit2")(
-            out, train=train
-        )
+        out = base.ConvNormLIF(self.features, 3, self.strides, cfg, name="unit2")(out, train=train)
         out = base.ConvNormLIF(out_features, 1, 1, cfg, name="unit3")(out, train=train)
         identity = _downsample(x, out_features, self.strides, cfg, train)
         return connect(out, identity, self.connect)
@@ -153,7 +151,8 @@ class SEWResNet(base.SpikingNet):
             unit = base.ConvNormLIF(self.channels(64), 3, 1, cfg, name="stem")
             x = base.apply_stem(unit, x, num_steps=num_steps, train=train)
         block_cls = SEWBottleneck if self.block == "bottleneck" else SEWBasicBlock
-        for i, (features, blocks) in enumerate(zip(self.stage_widths, self.stage_sizes)):
+        stages = zip(self.stage_widths, self.stage_sizes, strict=True)
+        for i, (features, blocks) in enumerate(stages):
             for j in range(blocks):
                 strides = 2 if (i > 0 and j == 0) else 1
                 x = block_cls(

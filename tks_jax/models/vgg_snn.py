@@ -19,9 +19,7 @@ from tks_jax.models import base, layers
 Array = jax.Array
 
 # Channels of each C3; "A" is a 2x2 average pool (spec section 7).
-VGG_SNN_PLAN: tuple[int | str, ...] = (
-    64, 128, "A", 256, 256, "A", 512, 512, "A", 512, 512, "A"
-)
+VGG_SNN_PLAN: tuple[int | str, ...] = (64, 128, "A", 256, 256, "A", 512, 512, "A", 512, 512, "A")
 
 
 class VGGSNN(base.SpikingNet):
@@ -53,9 +51,7 @@ class VGGSNN(base.SpikingNet):
             else:
                 x = unit(x, train=train)
         if x.shape[2] == 0 or x.shape[3] == 0:
-            raise ValueError(
-                "VGG-SNN pools 4 times by 2; the input must be at least 16x16 pixels."
-            )
+            raise ValueError("VGG-SNN pools 4 times by 2; the input must be at least 16x16 pixels.")
         x = x.reshape(x.shape[:2] + (-1,))
         logits = layers.Linear(self.num_classes, dtype=self.dtype, name="fc")(x)
         return logits.astype(jnp.float32)
