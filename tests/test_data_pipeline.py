@@ -237,3 +237,100 @@ def test_bad_input_errors(kwargs, match):
 def test_empty_source_error():
     with pytest.raises(ValueError, match="empty"):
         pipeline.build_dataset([], transforms=[], batch_size=2, train=False)
+
+
+# ----------------------------------------------------------------------------- event dispatch
+
+
+def _fake_event_source(labels):
+    """Tiny synthetic recordings: example i has i + 1 ON events at pixel (0, 0)."""
+    source = []
+    for i, label in enumerate(labels):
+        n = i + 1
+        source.append(
+            {
+                "t": np.arange(n, dtype=np.uint32) * 10,
+                "x": np.zeros(n, np.uint8),
+                "y": np.zeros(n, np.uint8),
+                "p": np.ones(n, np.uint8),
+                "label": int(label),
+            }
+        )
+    return source
+
+
+class _FakeFrames(grain.transforms.Map):
+    """All events of a record counted in bin 0 of a [T, 3, 3, 2] tensor."""
+
+    def __init__(self, num_steps):
+        self.num_steps = num_steps
+
+    def map(self, ex):
+        frames = np.zeros((self.num_steps, 3, 3, 2), np.float32)
+        frames[0, 0, 0, 1] = len(ex["t"])
+        return {"image": frames, "label": np.int32(ex["label"])}
+
+
+@pytest.fixture
+def fake_events(monkeypatch):
+    """Replaces the events side's stores by tiny in-memory sources (contract of issue 4)."""
+    event_datasets = pytest.importorskip("tks_jax.data.event_datasets")
+    labels = {"train": np.array([0] * 12 + [1] * 3 + [2] * 1), "test": np.array([0, 1, 2])}
+    calls = {}
+
+    def get_event_source(name, split, data_dir):
+        calls["source"] = (name, split, data_dir)
+        return _fake_event_source(labels[split]), labels[split]
+
+    def event_transforms(name, *, num_steps, train, seed):
+        calls["transforms"] = (name, num_steps, train)
+        return [_FakeFrames(num_steps)]
+
+    monkeypatch.setattr(event_datasets, "get_event_source", get_event_source)
+    monkeypatch.setattr(event_datasets, "event_transforms", event_transforms)
+    return labels, calls
+
+
+def test_get_dataset_events_time_major_and_padded(fake_events, tmp_path):
+    from tks_jax.data import get_dataset
+
+    _, calls = fake_events
+    it, info = get_dataset(
+        "dvs_cifar10",
+        "test",
+        batch_size=2,
+        num_steps=5,
+        train=False,
+        data_dir=str(tmp_path),
+        shard_index=0,
+        shard_count=1,
+    )
+    assert calls["source"] == ("dvs_cifar10", "test", str(tmp_path))
+    assert calls["transforms"] == ("dvs_cifar10", 5, False)
+    assert info.is_event and info.input_shape == (5, 48, 48, 2) and info.num_examples == 3
+    batches = list(it)
+    assert [b["image"].shape for b in batches] == [(5, 2, 3, 3, 2)] * 2  # [T, B, H, W, C]
+    assert [b["mask"].tolist() for b in batches] == [[True, True], [True, False]]
+    counts = [b["image"][0, :, 0, 0, 1] for b in batches]
+    np.testing.assert_array_equal(np.concatenate(counts)[:3], [1, 2, 3])  # in order, by example
+    assert not any(b["image"][1:].any() for b in batches)
+
+
+def test_get_dataset_ncaltech_trains_class_balanced(fake_events, tmp_path):
+    from tks_jax.data import get_dataset
+
+    it, info = get_dataset(
+        "ncaltech101",
+        "train",
+        batch_size=16,
+        num_steps=2,
+        train=True,
+        data_dir=str(tmp_path),
+        shard_index=0,
+        shard_count=1,
+        seed=0,
+    )
+    got = np.concatenate([next(it)["label"] for _ in range(60)])  # 960 draws
+    freq = np.bincount(got, minlength=3) / len(got)
+    # Balanced: 1/3 each (std 0.015); uniform sampling would give 0.75 / 0.19 / 0.06.
+    np.testing.assert_allclose(freq, [1 / 3] * 3, atol=0.07)
