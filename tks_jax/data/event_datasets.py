@@ -303,7 +303,7 @@ class _EventBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return EVENT_DATASETS[self.name].class_names or []
 
     def _info(self) -> tfds.core.DatasetInfo:
-        events_tensor = dict(shape=(None,), encoding=tfds.features.Encoding.ZLIB)
+        events_tensor = dict(shape=(None,), encoding=tfds.features.Encoding.BYTES)
         names = self._options.get("class_names") or self._class_names()
         label = (
             tfds.features.ClassLabel(names=list(names))
@@ -548,9 +548,7 @@ def get_event_source(
 class EventsToFrames(grain.transforms.Map):
     """Record -> ``{'image': float32 [T, h, w, 2], 'label': int32}`` (binning + resize)."""
 
-    def __init__(
-        self, num_steps: int, sensor_size: tuple[int, int], output_size: tuple[int, int]
-    ):
+    def __init__(self, num_steps: int, sensor_size: tuple[int, int], output_size: tuple[int, int]):
         self.num_steps = int(num_steps)
         self.sensor_size = tuple(sensor_size)
         self.output_size = tuple(output_size)

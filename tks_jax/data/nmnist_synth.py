@@ -55,13 +55,16 @@ STEPS_PER_SACCADE = 10  # motion samples per saccade (dt = 10 ms)
 CONTRAST_THRESHOLD = 0.6
 LOG_EPS = 0.25  # log(I + eps): keeps the black background finite and damps dark-pixel noise
 JITTER_US = 500  # timestamp jitter, uniform in [0, JITTER_US)
-DEFAULT_CHUNK = 1000  # digits simulated together (memory ~ chunk * 34 * 34 * 4 B * few)
+DEFAULT_CHUNK = 250  # digits simulated together (cache-sized float32 [chunk, 34, 34] fields)
 
 RECORDING_DURATION_US = len(SACCADE_VERTICES) * SACCADE_DURATION_US
 
 
-def saccade_positions(steps_per_saccade: int = STEPS_PER_SACCADE) -> np.ndarray:
+def saccade_positions(steps_per_saccade: int) -> np.ndarray:
     """Digit positions along the closed triangle A -> B -> C -> A.
+
+    Args:
+      steps_per_saccade: motion samples per saccade.
 
     Returns:
       float64 ``[K + 1, 2]`` (row, col) offsets, ``K = 3 * steps_per_saccade``; entry 0 is A.
@@ -140,7 +143,7 @@ def simulate_chunk(
     batch = intensity.shape[0]
     width = SENSOR_SIZE[1]
     dt = SACCADE_DURATION_US / STEPS_PER_SACCADE
-    positions = saccade_positions()
+    positions = saccade_positions(STEPS_PER_SACCADE)
     ref = np.log(place_digits(intensity, *positions[0]) + np.float32(LOG_EPS))
     inv_threshold = np.float32(1.0 / CONTRAST_THRESHOLD)
     parts: list[tuple[np.ndarray, ...]] = []
