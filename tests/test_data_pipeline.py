@@ -334,3 +334,20 @@ def test_get_dataset_ncaltech_trains_class_balanced(fake_events, tmp_path):
     freq = np.bincount(got, minlength=3) / len(got)
     # Balanced: 1/3 each (std 0.015); uniform sampling would give 0.75 / 0.19 / 0.06.
     np.testing.assert_allclose(freq, [1 / 3] * 3, atol=0.07)
+
+
+def test_orbax_checkpoint_of_the_iterator(tmp_path):
+    """The training loop saves the iterator with grain's orbax handler; restoring resumes."""
+    ocp = pytest.importorskip("orbax.checkpoint")
+    ds = pipeline.build_dataset(_source(), transforms=[_Jitter()], batch_size=3, train=True)
+    it = iter(ds)
+    _take(it, 2)
+    mgr = ocp.CheckpointManager(
+        str(tmp_path), item_handlers={"data": grain.checkpoint.CheckpointHandler()}
+    )
+    mgr.save(2, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
+    mgr.wait_until_finished()
+    expected = next(it)
+    restored = iter(ds)
+    mgr.restore(2, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(restored)))
+    np.testing.assert_array_equal(next(restored)["image"], expected["image"])
