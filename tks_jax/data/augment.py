@@ -253,8 +253,12 @@ class RandAugment:
 
 def normalize(image: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
     """uint8 ``[H, W, C]`` -> float32 ``(x / 255 - mean) / std`` per channel."""
-    x = np.asarray(image, np.float32) / 255.0
-    return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    std = np.asarray(std, np.float32)
+    scale = 1.0 / (255.0 * std)  # (x / 255 - mean) / std == x * scale - mean / std
+    offset = np.asarray(mean, np.float32) / std
+    out = np.multiply(image, scale, dtype=np.float32)
+    out -= offset
+    return out
 
 
 def random_erasing(
