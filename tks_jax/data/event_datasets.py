@@ -15,7 +15,9 @@ Datasets (``EVENT_DATASETS``):
 
 Split (spec section 8): per class, files sorted by name with digit runs compared as numbers
 (``cifar10_airplane_2`` before ``cifar10_airplane_10``); the first ``floor(0.9 n)`` are train,
-the rest test. ``nmnist_synth`` keeps MNIST's own 60k / 10k split.
+the rest test. ``nmnist_synth`` keeps MNIST's own split, by default the first 20k of its 60k
+training digits (``NMNIST_SYNTH_NUM_TRAIN``; generating all 60k takes several minutes on a
+2-core machine, pass ``num_train=60000`` to ``prepare_event_dataset``) and all 10k test digits.
 
 Storage: ``prepare_event_dataset`` parses every recording once and writes a tfds dataset
 (``GeneratorBasedBuilder``, ``file_format='array_record'``; tfds serialises these features
@@ -57,6 +59,9 @@ SPLITS = ("train", "test")
 TRAIN_PERCENT = 90  # per-class train share of the 90/10 split (spec section 8)
 STORAGE_ORDER_SEED = 0  # fixed permutation of the stored records within a split
 VERSION = "1.0.0"
+# nmnist_synth generates the first 20k MNIST training digits (and the whole 10k test set) by
+# default: the full 60k takes several minutes on a 2-core machine; pass num_train=60000 for all.
+NMNIST_SYNTH_NUM_TRAIN = 20_000
 _PREPARE_COMMAND = "python -m tks_jax.data.prepare {name} --data_dir {data_dir}"
 
 DVS_CIFAR10_CLASSES = (
@@ -390,7 +395,10 @@ class NmnistSynth(_EventBuilder):
             splits[split] = self._generate_examples(images[:n], labels[split], seed, split_id)
         self.info.metadata["class_names"] = list(MNIST_CLASSES)
         self.info.metadata["labels"] = labels
-        self.info.metadata["generator"] = generator_parameters(seed)
+        self.info.metadata["generator"] = {
+            **generator_parameters(seed),
+            "num_examples": {split: len(v) for split, v in labels.items()},
+        }
         return splits
 
     def _generate_examples(
@@ -441,7 +449,8 @@ def prepare_event_dataset(
       manual_dir: folder of the original recordings (DVS-CIFAR10, N-Caltech101); default
         ``<data_dir>/downloads/manual/<name>``.
       **kwargs: ``nmnist_synth`` only: ``num_train`` / ``num_test`` (first n of each MNIST
-        split, default all: 60000 / 10000), ``seed`` (default 0), ``arrays`` (MNIST arrays as
+        split, default ``NMNIST_SYNTH_NUM_TRAIN`` = 20000 / all 10000; ``None``: all),
+        ``seed`` (default 0), ``arrays`` (MNIST arrays as
         returned by ``tks_jax.data.mnist.load_mnist_arrays``; default: load them).
 
     Returns:
@@ -471,7 +480,7 @@ def prepare_event_dataset(
         options = {
             "arrays": arrays,
             "seed": kwargs.get("seed", 0),
-            "num_train": kwargs.get("num_train"),
+            "num_train": kwargs.get("num_train", NMNIST_SYNTH_NUM_TRAIN),
             "num_test": kwargs.get("num_test"),
         }
     else:
