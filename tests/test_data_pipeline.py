@@ -351,3 +351,22 @@ def test_orbax_checkpoint_of_the_iterator(tmp_path):
     restored = iter(ds)
     mgr.restore(2, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(restored)))
     np.testing.assert_array_equal(next(restored)["image"], expected["image"])
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("drop_remainder", [None, True, False])
+@pytest.mark.parametrize("shard_count, batch_size", [(1, 4), (2, 3), (3, 5)])
+def test_batches_per_epoch_matches_the_pipeline(train, drop_remainder, shard_count, batch_size):
+    ds = pipeline.build_dataset(
+        _source(),
+        transforms=[_ToFloat()],
+        batch_size=batch_size,
+        train=train,
+        shard_count=shard_count,
+        num_epochs=1,
+        drop_remainder=drop_remainder,
+    )
+    expected = pipeline.batches_per_epoch(
+        NUM, batch_size, train=train, shard_count=shard_count, drop_remainder=drop_remainder
+    )
+    assert len(list(ds)) == expected

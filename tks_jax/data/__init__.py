@@ -19,6 +19,7 @@ from typing import Any
 import grain
 
 from tks_jax.data import pipeline, static
+from tks_jax.data.pipeline import batches_per_epoch
 from tks_jax.data.static import STATIC_DATASETS
 
 EVENT_DATASET_NAMES = ("dvs_cifar10", "ncaltech101", "nmnist_synth")
@@ -206,4 +207,10 @@ def get_dataset(
     return iter(ds), info
 
 
-__all__ = ["DATASET_NAMES", "DatasetInfo", "default_data_dir", "get_dataset"]
+__all__ = [
+    "DATASET_NAMES",
+    "DatasetInfo",
+    "batches_per_epoch",
+    "default_data_dir",
+    "get_dataset",
+]

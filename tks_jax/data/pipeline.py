@@ -189,6 +189,39 @@ class FinalizeBatch(grain.transforms.Map):
         return out
 
 
+def batches_per_epoch(
+    num_examples: int,
+    batch_size: int,
+    *,
+    train: bool,
+    shard_count: int = 1,
+    drop_remainder: bool | None = None,
+) -> int:
+    """Batches one host reads per epoch: training epoch length, or the eval pass.
+
+    Matches ``build_dataset``: training shards have ``num_examples // shard_count`` examples
+    (also per class-balanced epoch); evaluation pads every host to
+    ``ceil(ceil(num_examples / shard_count) / batch_size)`` batches (with ``drop_remainder``,
+    host 0's count of full batches).
+
+    Args:
+        num_examples: examples in the split (``DatasetInfo.num_examples``).
+        batch_size: per-host batch size.
+        train: training or evaluation pipeline.
+        shard_count: number of hosts.
+        drop_remainder: as in ``build_dataset`` (default True for training, False for eval).
+
+    Returns:
+        The number of batches.
+    """
+    batch_size = _check_int("batch_size", batch_size, 1)
+    shard_count = _check_int("shard_count", shard_count, 1)
+    if drop_remainder is None:
+        drop_remainder = train
+    per_host = num_examples // shard_count if train else math.ceil(num_examples / shard_count)
+    return per_host // batch_size if drop_remainder else math.ceil(per_host / batch_size)
+
+
 def build_dataset(
     source: Sequence[Any],
     *,
