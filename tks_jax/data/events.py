@@ -48,6 +48,7 @@ the authors apply to the count frames; done separably with two small interpolati
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 
@@ -249,6 +250,7 @@ def events_to_frames(
     return counts.astype(np.float32).reshape(frames_shape)
 
 
+@functools.lru_cache(maxsize=32)
 def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
     """Interpolation matrix of PyTorch's bilinear ``align_corners=False`` along one axis.
 
@@ -257,7 +259,7 @@ def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
       out_size: destination length.
 
     Returns:
-      float32 ``[out_size, in_size]`` with rows summing to 1.
+      float32 ``[out_size, in_size]`` with rows summing to 1 (cached, read-only).
     """
     scale = in_size / out_size
     src = (np.arange(out_size, dtype=np.float64) + 0.5) * scale - 0.5
@@ -269,7 +271,9 @@ def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
     rows = np.arange(out_size)
     np.add.at(matrix, (rows, lo), 1.0 - frac)
     np.add.at(matrix, (rows, hi), frac)
-    return matrix.astype(np.float32)
+    matrix = matrix.astype(np.float32)
+    matrix.flags.writeable = False
+    return matrix
 
 
 def resize_bilinear(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -280,9 +284,10 @@ def resize_bilinear(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return frames.astype(np.float32, copy=False)
     rows = bilinear_matrix(height, out_h)
     cols = bilinear_matrix(width, out_w)
-    out = np.einsum("hi,tijc->thjc", rows, frames, optimize=True)
-    out = np.einsum("wj,thjc->thwc", cols, out, optimize=True)
-    return out.astype(np.float32)
+    # Batched float32 matmuls on [T, C, H, W] (an order of magnitude faster than einsum here).
+    planes = np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32)
+    out = np.matmul(np.matmul(rows, planes), cols.T)
+    return np.ascontiguousarray(out.transpose(0, 2, 3, 1))
 
 
 def random_crop(frames: np.ndarray, pad: int, rng: np.random.Generator) -> np.ndarray:
