@@ -160,3 +160,10 @@ def test_default_data_dir_from_env(monkeypatch, tmp_path):
     assert default_data_dir() == str(tmp_path)
     monkeypatch.delenv("TKS_DATA_DIR")
     assert default_data_dir() == os.path.expanduser("~/tensorflow_datasets")
+
+
+def test_prepare_cli_for_mnist(data_dir, capsys):
+    from tks_jax.data import prepare
+
+    assert prepare.main(["mnist", "--data_dir", data_dir]) == 0  # already there: no new work
+    assert "mnist prepared in" in capsys.readouterr().out
