@@ -235,3 +235,17 @@ def test_ncaltech101_prepare_class_folders(tmp_path):
         ed.prepare_event_dataset(
             "ncaltech101", data_dir=str(tmp_path / "d2"), manual_dir=str(manual)
         )
+
+
+def test_prepare_command_line(dvs_tree, tmp_path, capsys):
+    from tks_jax.data import prepare
+
+    data_dir = str(tmp_path / "cli")
+    missing = str(tmp_path / "absent")
+    assert prepare.main(["dvs_cifar10", "--data_dir", data_dir, "--manual_dir", missing]) == 1
+    assert "absent" in capsys.readouterr().err
+    argv = ["dvs_cifar10", "--data_dir", data_dir, "--manual_dir", str(dvs_tree)]
+    assert prepare.main(argv) == 0
+    assert ed.is_prepared("dvs_cifar10", data_dir)
+    # A second run finds the prepared store and leaves it alone.
+    assert prepare.main(argv) == 0
