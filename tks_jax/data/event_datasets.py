@@ -22,14 +22,16 @@ training digits (``NMNIST_SYNTH_NUM_TRAIN``; generating all 60k takes several mi
 Storage: ``prepare_event_dataset`` parses every recording once and writes a tfds dataset
 (``GeneratorBasedBuilder``, ``file_format='array_record'``; tfds serialises these features
 without TensorFlow) under ``<data_dir>/<name>/1.0.0``. Each record holds ``t`` uint32
-(microseconds since the recording's first event), ``x``, ``y``, ``p`` uint8 (zlib-compressed
-tensors) and ``label``. Within a split, records are stored in a fixed pseudo-random order
-(permutation with seed 0) so that the first ``n`` examples cover all classes; the label of
-every record and its source file are kept in the dataset's ``metadata.json`` so that the
-labels of a split are known without decoding the events (class-balanced sampling). tfds
-writes into a temporary ``incomplete.*`` folder and renames it into place only at the end,
-so a failed prepare (for example a truncated file, which raises ``EventFileError`` naming the
-file and byte offset) leaves nothing that loads.
+(microseconds since the recording's first event), ``x``, ``y``, ``p`` uint8 (raw bytes;
+array_record compresses its chunks) and ``label``. Within a split, records are stored in a
+fixed pseudo-random order (permutation with seed 0) so that the first ``n`` examples cover
+all classes; the label of every record and its source file are kept in the dataset's
+``metadata.json`` so that the labels of a split are known without decoding the events
+(class-balanced sampling). tfds writes into a temporary ``incomplete.*`` folder and renames it
+into place only at the end, so a failed prepare (for example a truncated file, which raises
+``EventFileError`` naming the file and byte offset) leaves nothing that loads. Prepare each
+store once before a multi-host run that shares ``data_dir`` (concurrent first-use generation
+of ``nmnist_synth`` by several hosts into one folder would race).
 
 Loading: ``get_event_source`` returns the tfds ``ArrayRecordDataSource`` (random access,
 picklable for grain workers) and the split's labels; ``event_transforms`` turns one record
