@@ -4,6 +4,7 @@ on ``tfds.testing.mock_data`` (which in tfds 4.9.10 also mocks ``tfds.data_sourc
 import json
 
 import numpy as np
+import PIL.Image
 import pytest
 import tensorflow_datasets as tfds
 
@@ -241,6 +242,76 @@ def test_two_hosts_and_max_examples(mock_tfds):
         assert info.num_examples == 7
         total += sum(int(b["mask"].sum()) for b in it)
     assert total == 7
+
+
+# ----------------------------------------------------------------------------- real files
+
+
+def _fake_cifar_images(n, seed):
+    return np.random.default_rng(seed).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+
+
+class Cifar10(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A tiny dataset stored exactly like a prepared tfds ``cifar10`` (same name, version and
+    features; PNG-encoded by PIL, so writing it needs no TensorFlow)."""
+
+    VERSION = tfds.core.Version("3.0.2")
+    SIZES = {"train": (6, 0), "test": (5, 1)}
+
+    def _info(self):
+        features = tfds.features.FeaturesDict(
+            {
+                "id": tfds.features.Text(),
+                "image": tfds.features.Image(shape=(32, 32, 3)),
+                "label": tfds.features.ClassLabel(num_classes=10),
+            }
+        )
+        return tfds.core.DatasetInfo(builder=self, features=features, disable_shuffling=True)
+
+    def _split_generators(self, dl_manager):
+        return {split: self._generate_examples(*size) for split, size in self.SIZES.items()}
+
+    def _generate_examples(self, n, seed):
+        for i, image in enumerate(_fake_cifar_images(n, seed)):
+            yield i, {"id": str(i), "image": PIL.Image.fromarray(image), "label": (3 * i) % 10}
+
+
+@pytest.fixture(scope="module")
+def real_cifar_dir(tmp_path_factory):
+    data_dir = str(tmp_path_factory.mktemp("tfds_cifar"))
+    Cifar10(data_dir=data_dir, file_format="array_record").download_and_prepare()
+    return data_dir
+
+
+def test_real_array_record_files_are_read_without_tensorflow(real_cifar_dir):
+    """The real read path (no mock): tfds.data_source + PIL decoding + our transforms."""
+    it, info = get_dataset(
+        "cifar10",
+        "test",
+        batch_size=4,
+        train=False,
+        data_dir=real_cifar_dir,
+        shard_index=0,
+        shard_count=1,
+    )
+    assert info.num_examples == 5 and info.class_names == tuple(str(i) for i in range(10))
+    batches = list(it)
+    images = np.concatenate([b["image"] for b in batches])[:5]
+    mean, std = np.array(static.CIFAR10_MEAN), np.array(static.CIFAR10_STD)
+    np.testing.assert_allclose((images * std + mean) * 255.0, _fake_cifar_images(5, 1), atol=1e-3)
+    labels = np.concatenate([b["label"] for b in batches])[:5]
+    np.testing.assert_array_equal(labels, [(3 * i) % 10 for i in range(5)])
+    it, _ = get_dataset(
+        "cifar10",
+        "train",
+        batch_size=4,
+        train=True,
+        data_dir=real_cifar_dir,
+        shard_index=0,
+        shard_count=1,
+    )
+    b = next(it)
+    assert b["image"].shape == (4, 32, 32, 3) and b["image"].dtype == np.float32
 
 
 # ----------------------------------------------------------------------------- errors
