@@ -176,6 +176,9 @@ def get_dataset(
         class_balanced = train and event_spec.class_balanced
 
     class_names = _class_names(source)
+    if class_names is None and name not in STATIC_DATASETS:
+        spec_names = getattr(event_spec, "class_names", None)
+        class_names = tuple(spec_names) if spec_names else None
     if max_examples is not None and max_examples < len(source):
         source = _FirstN(source, max_examples)
         if labels is not None:
