@@ -204,7 +204,7 @@ def spike_summary(intermediates: Mapping) -> dict[str, dict[str, float]]:
     Returns:
       ``{layer_path: {'rate': mean spike probability per neuron and step,
       'spikes_per_image': spikes per image summed over all steps and neurons,
-      'neurons': neurons per step and image}}``, in network order (``layer_path`` like
+      'neurons': neurons per step and image}}``, sorted by path (``layer_path`` like
       ``'layer1_0/unit1/lif'``).
     """
     summary = {}
@@ -214,7 +214,7 @@ def spike_summary(intermediates: Mapping) -> dict[str, dict[str, float]]:
             "spikes_per_image": float(np.mean(np.asarray(stats["spikes_per_image"]))),
             "neurons": float(np.mean(np.asarray(stats["neurons"]))),
         }
-    return summary
+    return dict(sorted(summary.items()))
 
 
 __all__ = [
