@@ -572,3 +572,48 @@ def test_bad_input(shape, num_steps, match):
     model = _tiny_resnet()
     with pytest.raises(ValueError, match=match):
         jax.eval_shape(functools.partial(model.init, num_steps=num_steps), _key(), jnp.zeros(shape))
+
+
+def _numpy_conv_synops(x, k, s, cout):
+    # Brute force: for every output position, count nonzero inputs in its receptive field
+    # (zero padding k // 2), times C_out.
+    n, h, w, _ = x.shape
+    p = k // 2
+    xp = np.pad(x != 0, ((0, 0), (p, p), (p, p), (0, 0)))
+    total = 0
+    for i in range(0, h + 2 * p - k + 1, s):
+        for j in range(0, w + 2 * p - k + 1, s):
+            total += xp[:, i : i + k, j : j + k, :].sum()
+    return cout * total
+
+
+@pytest.mark.parametrize("k,s", [(3, 1), (3, 2), (1, 2)])
+def test_conv_and_linear_synops(k, s):
+    t, b, cin, cout = 2, 3, 4, 6
+    x = np.asarray(jax.random.bernoulli(_key(8), 0.3, (t, b, 5, 5, cin)), np.float32)
+    conv = layers.Conv(cout, kernel_size=k, strides=s)
+    variables = conv.init(_key(), x)
+    y, state = conv.apply(variables, x, mutable=["intermediates"])
+    stats = models.synops_summary({"c": state["intermediates"]})["c"]
+    assert stats["synops"] == pytest.approx(
+        _numpy_conv_synops(x.reshape(t * b, 5, 5, cin), k, s, cout) / b
+    )
+    assert stats["macs"] == pytest.approx(t * y.shape[2] * y.shape[3] * cout * k * k * cin)
+    assert stats["synops"] < stats["macs"]
+    v = np.asarray(jax.random.bernoulli(_key(9), 0.3, (t, b, 7)), np.float32)
+    lin = layers.Linear(5)
+    _, state = lin.apply(lin.init(_key(), v), v, mutable=["intermediates"])
+    stats = models.synops_summary({"fc": state["intermediates"]})["fc"]
+    assert stats["synops"] == pytest.approx(v.sum() * 5 / b)
+    assert stats["macs"] == pytest.approx(t * 7 * 5)
+
+
+def test_model_synops_summary(tiny):
+    fn = jax.jit(_apply_fn(tiny.model, 2, False, ["intermediates"]))
+    _, state = fn(tiny.variables, tiny.x)
+    ops = models.synops_summary(state["intermediates"])
+    assert "stem/conv" in ops and "fc2" in ops and "layer2_0/shortcut_conv" in ops
+    # Stem on a static image: computed once, 8x8 outputs x 16 channels x 3x3x3 inputs.
+    assert ops["stem/conv"]["macs"] == pytest.approx(8 * 8 * 16 * 27)
+    for stats in ops.values():
+        assert 0.0 < stats["synops"] <= stats["macs"] * (1 + 1e-6)
