@@ -63,7 +63,10 @@ def dump_config(config: ml_collections.ConfigDict, path: str) -> str:
 
 
 def load_final_params(workdir: str) -> dict:
-    """The params of the latest checkpoint in ``workdir`` as a flat ``{path: np.ndarray}``."""
+    """The params of the latest checkpoint in ``workdir`` as a flat ``{path: np.ndarray}``.
+
+    Restores with the topology that wrote the checkpoint (call it in a process like the writer).
+    """
     import jax
     import orbax.checkpoint as ocp
 

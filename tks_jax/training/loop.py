@@ -251,7 +251,8 @@ def train_and_evaluate(
             last_good = manager.latest_step()
             manager.wait_until_finished()
             raise NonFiniteLossError(
-                f"Non-finite loss or gradient at step {bad} (epoch {bad // steps_per_epoch}); "
+                # ``bad`` counts completed steps; report the failing one 1-based, like the log.
+                f"Non-finite loss or gradient at step {bad + 1} (epoch {bad // steps_per_epoch}); "
                 f"training stopped. The last good checkpoint (step {last_good}) was kept. Try a "
                 "lower optimizer.base_learning_rate or optimizer.grad_clip_norm."
             )
@@ -261,78 +262,80 @@ def train_and_evaluate(
         checkpointing.save(manager, int(step), state, train_iter)
 
     # --- Loop -----------------------------------------------------------------------------
-    step = int(jax.device_get(state["step"]))
-    pending: list[dict] = []
-    last_train: dict[str, float] = {}
-    preempted = False
-    t_log, n_log, t_start, step_start = time.time(), 0, None, step
-    batch = first
-    with _StopRequest() as stop:
-        while step < total_steps:
-            if stop.requested:
-                writer.info("SIGTERM: saving a checkpoint at step %d and stopping.", step)
-                save()
-                preempted = True
-                break
-            epoch = step // steps_per_epoch
-            if batch is None:
-                batch = next(train_iter)
-            global_batch = sharding_lib.to_global_batch(batch, batch_sh)
-            state, metrics = p_train_step(state, global_batch, lam_at(epoch))
-            batch = None
-            step += 1
-            pending.append(metrics)
-            n_log += 1
-            if t_start is None:  # exclude the first step (compilation) from the speed
-                jax.block_until_ready(metrics)
-                t_start, step_start, t_log, n_log = time.time(), step, time.time(), 0
-            for hook in step_hooks:
-                hook(step, metrics)
-            epoch_end = step % steps_per_epoch == 0
-            if step % config.log_every_steps == 0 or step == total_steps:
-                check_finite()
-                host = jax.device_get(pending)
-                last_train = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-                pending = []
-                now = time.time()
-                ips = n_log * config.batch_size / max(now - t_log, 1e-9)
-                rate = (step - step_start) / max(now - t_start, 1e-9)
-                eta = (total_steps - step) / rate if rate > 0 else float("inf")
-                writer.write(step, {**last_train, "epoch": step / steps_per_epoch,
-                                    "images_per_sec": ips})
-                writer.progress(step, total_steps, last_train, images_per_sec=ips,
-                                eta_seconds=eta)
-                t_log, n_log = now, 0
-            if step % config.checkpoint_every_steps == 0 or epoch_end or step == total_steps:
-                save()
-            eval_every = config.get("eval_every_epochs") or 0
-            if (epoch_end and eval_every and (step // steps_per_epoch) % eval_every == 0
-                    and step < total_steps):
-                metrics_eval = evaluate_state(config, model, state, mesh, info.is_event)
-                writer.write(step, _scalar_summary(metrics_eval), prefix="eval")
-                writer.info("eval at step %d: top1=%.4f", step, metrics_eval["top1"])
-    manager.wait_until_finished()
+    try:
+        step = int(jax.device_get(state["step"]))
+        pending: list[dict] = []
+        last_train: dict[str, float] = {}
+        preempted = False
+        t_log, n_log, t_start, step_start = time.time(), 0, None, step
+        batch = first
+        with _StopRequest() as stop:
+            while step < total_steps:
+                if stop.requested:
+                    writer.info("SIGTERM: saving a checkpoint at step %d and stopping.", step)
+                    save()
+                    preempted = True
+                    break
+                epoch = step // steps_per_epoch
+                if batch is None:
+                    batch = next(train_iter)
+                global_batch = sharding_lib.to_global_batch(batch, batch_sh)
+                state, metrics = p_train_step(state, global_batch, lam_at(epoch))
+                batch = None
+                step += 1
+                pending.append(metrics)
+                n_log += 1
+                if t_start is None:  # exclude the first step (compilation) from the speed
+                    jax.block_until_ready(metrics)
+                    t_start, step_start, t_log, n_log = time.time(), step, time.time(), 0
+                for hook in step_hooks:
+                    hook(step, metrics)
+                epoch_end = step % steps_per_epoch == 0
+                if step % config.log_every_steps == 0 or step == total_steps:
+                    check_finite()
+                    host = jax.device_get(pending)
+                    last_train = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+                    pending = []
+                    now = time.time()
+                    ips = n_log * config.batch_size / max(now - t_log, 1e-9)
+                    rate = (step - step_start) / max(now - t_start, 1e-9)
+                    eta = (total_steps - step) / rate if rate > 0 else float("inf")
+                    writer.write(step, {**last_train, "epoch": step / steps_per_epoch,
+                                        "images_per_sec": ips})
+                    writer.progress(step, total_steps, last_train, images_per_sec=ips,
+                                    eta_seconds=eta)
+                    t_log, n_log = now, 0
+                if step % config.checkpoint_every_steps == 0 or epoch_end or step == total_steps:
+                    save()
+                eval_every = config.get("eval_every_epochs") or 0
+                if (epoch_end and eval_every and (step // steps_per_epoch) % eval_every == 0
+                        and step < total_steps):
+                    metrics_eval = evaluate_state(config, model, state, mesh, info.is_event)
+                    writer.write(step, _scalar_summary(metrics_eval), prefix="eval")
+                    writer.info("eval at step %d: top1=%.4f", step, metrics_eval["top1"])
+        manager.wait_until_finished()
 
-    result: dict[str, Any] = {
-        "step": step, "epoch": step / steps_per_epoch, "preempted": preempted,
-        "train_step_traces": traces[0], "train": last_train, "eval": None, "report_dir": None,
-    }
-    if not preempted:
-        check_finite()
-        metrics_eval = evaluate_state(config, model, state, mesh, info.is_event)
-        writer.write(step, _scalar_summary(metrics_eval), prefix="eval")
-        result["eval"] = metrics_eval
-        report_dir = os.path.join(workdir, "report")
-        if is_main:
-            from tks_jax import report
+        result: dict[str, Any] = {
+            "step": step, "epoch": step / steps_per_epoch, "preempted": preempted,
+            "train_step_traces": traces[0], "train": last_train, "eval": None, "report_dir": None,
+        }
+        if not preempted:
+            check_finite()
+            metrics_eval = evaluate_state(config, model, state, mesh, info.is_event)
+            writer.write(step, _scalar_summary(metrics_eval), prefix="eval")
+            result["eval"] = metrics_eval
+            report_dir = os.path.join(workdir, "report")
+            if is_main:
+                from tks_jax import report
 
-            report.write_report(
-                report.build_report(metrics_eval, config, step=step, train=last_train),
-                report_dir,
-            )
-        result["report_dir"] = report_dir
-    manager.close()
-    writer.close()
+                report.write_report(
+                    report.build_report(metrics_eval, config, step=step, train=last_train),
+                    report_dir,
+                )
+            result["report_dir"] = report_dir
+    finally:
+        manager.close()
+        writer.close()
     return result
 
 
