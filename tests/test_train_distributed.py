@@ -4,11 +4,11 @@ reproduce the single-device run (BatchNorm over the global batch)."""
 import os
 import socket
 
+import jax
 import numpy as np
 import pytest
 import train_testlib as tl
 
-import jax
 from tks_jax import train_lib
 
 pytestmark = pytest.mark.slow
