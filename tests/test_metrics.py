@@ -120,10 +120,13 @@ class AccuracyTest(chex.TestCase):
 
     def test_top_k_ties_go_to_the_lower_index(self):
         scores = np.array([[1.0, 1.0, 1.0, 0.0]] * 3, np.float32)  # [B, C] scores
-        y = np.array([0, 1, 2], np.int32)
-        np.testing.assert_allclose(float(metrics.top_k_accuracy(scores, y, k=1)), 1 / 3)
-        np.testing.assert_allclose(float(metrics.top_k_accuracy(scores, y, k=2)), 2 / 3)
-        np.testing.assert_allclose(float(metrics.top_k_accuracy(scores, y, k=3)), 1.0)
+        y = np.array([0, 0, 1], np.int32)
+        # Ranking 0, 1, 2, 3: top-1 = {0}, top-2 = {0, 1}.
+        np.testing.assert_allclose(float(metrics.top_k_accuracy(scores, y, k=1)), 2 / 3)
+        np.testing.assert_allclose(float(metrics.top_k_accuracy(scores, y, k=2)), 1.0)
+        y = np.array([2, 3, 1], np.int32)
+        np.testing.assert_allclose(float(metrics.top_k_accuracy(scores, y, k=2)), 1 / 3)
+        np.testing.assert_allclose(float(metrics.top_k_accuracy(scores, y, k=3)), 2 / 3)
 
     def test_scores_and_logits_give_the_same_answer(self):
         z, y = _data(2, 4, 12, 6)
