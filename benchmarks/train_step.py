@@ -1,0 +1,326 @@
+r"""Throughput and memory of the tks-jax training step and inference (not a test).
+
+Measures, per configuration (model, batch, width, mode):
+
+- throughput in images/s: median over timed steps after warm-up; compile time separately;
+- peak resident memory of the process (each configuration runs in its own subprocess);
+- achieved GFLOP/s (conv + dense FLOPs from ``benchmarks/arch.py``) as a fraction of a large
+  fp32 GEMM measured in JAX in the same invocation.
+
+Usage::
+
+    .venv/bin/python -m benchmarks.train_step                       # full sweep, table + JSONL
+    .venv/bin/python -m benchmarks.train_step --models vgg_snn --batches 16 --widths 1.0 \
+        --modes train --steps 3
+    .venv/bin/python -m benchmarks.train_step --single '{"model": "vgg_snn", ...}'  # one config
+
+Results are appended as JSON lines to ``benchmarks/results/tks_jax.jsonl`` (``--out``).
+The SpikingJelly side and the alternating runner live in ``benchmarks/peers``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _peak_rss_mb() -> float:
+    # Linux reports ru_maxrss in KiB.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "host_cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# One configuration, in this process.
+# --------------------------------------------------------------------------------------------
+
+
+def _build_model(name: str, width: float, source: str, options: dict[str, Any]):
+    from benchmarks import arch
+
+    if source == "tks":
+        from tks_jax import models
+
+        return models.get_model(name, num_classes=arch.NUM_CLASSES, width=width, **options)
+    from benchmarks import reference_models
+
+    return reference_models.MODELS[name](width=width, num_classes=arch.NUM_CLASSES, **options)
+
+
+def _mean_ce(logits, labels):
+    try:
+        from tks_jax.losses import mean_ce
+    except ImportError:  # losses not there yet: the same formula (spec Eq. 6)
+        import optax
+
+        return optax.softmax_cross_entropy_with_integer_labels(logits.mean(0), labels).mean()
+    return mean_ce(logits, labels)
+
+
+def _cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Benchmarks one configuration in this process and returns a result record."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from benchmarks import arch
+
+    name, batch, width = cfg["model"], int(cfg["batch"]), float(cfg["width"])
+    mode, steps, warmup = cfg["mode"], int(cfg["steps"]), int(cfg["warmup"])
+    (h, w, c), num_steps = arch.INPUTS[name]
+    num_steps = int(cfg.get("num_steps") or num_steps)
+    model = _build_model(name, width, cfg.get("source", "reference"), cfg.get("options", {}))
+
+    rng = np.random.default_rng(0)
+    if name == "vgg_snn":  # event frames: small non-negative counts, time-major
+        x = rng.poisson(0.3, size=(num_steps, batch, h, w, c)).astype(np.float32)
+    else:  # static image, direct-encoded inside the model
+        x = rng.standard_normal((batch, h, w, c)).astype(np.float32)
+    y = rng.integers(0, arch.NUM_CLASSES, size=(batch,)).astype(np.int32)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+
+    variables = jax.jit(lambda k: model.init(k, x, num_steps=num_steps, train=False))(
+        jax.random.key(0)
+    )
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+    expected = arch.num_params(name, width)
+
+    if mode == "train":
+        # AdamW, weight decay only on kernels (spec section 9).
+        tx = optax.adamw(
+            6.25e-4, weight_decay=0.01, mask=lambda p: jax.tree.map(lambda a: a.ndim > 1, p)
+        )
+        state = {"params": params, "batch_stats": batch_stats, "opt": tx.init(params)}
+
+        def step_fn(state, x, y):
+            def loss_fn(p):
+                logits, updates = model.apply(
+                    {"params": p, "batch_stats": state["batch_stats"]},
+                    x,
+                    num_steps=num_steps,
+                    train=True,
+                    mutable=["batch_stats"],
+                )
+                return _mean_ce(logits, y), updates["batch_stats"]
+
+            (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+            upd, opt = tx.update(grads, state["opt"], state["params"])
+            new = {"params": optax.apply_updates(state["params"], upd), "batch_stats": stats}
+            return {**new, "opt": opt}, loss
+
+        jitted = jax.jit(step_fn, donate_argnums=0)
+        args = (state, x, y)
+    else:
+        def step_fn(variables, x):
+            return model.apply(variables, x, num_steps=num_steps, train=False)
+
+        jitted = jax.jit(step_fn)
+        args = (variables, x)
+
+    t0 = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    cost = compiled.cost_analysis()
+    if isinstance(cost, list):
+        cost = cost[0] if cost else {}
+    xla_flops = float((cost or {}).get("flops", float("nan")))
+
+    times, cpus, loads = [], [], []
+    for i in range(warmup + steps):
+        t0, c0 = time.perf_counter(), _cpu_s()
+        if mode == "train":
+            state, loss = compiled(state, x, y)
+            jax.block_until_ready((state, loss))
+        else:
+            out = compiled(*args)
+            jax.block_until_ready(out)
+        dt = time.perf_counter() - t0
+        if i >= warmup:
+            times.append(dt)
+            cpus.append(_cpu_s() - c0)
+            loads.append(os.getloadavg()[0])
+    median = statistics.median(times)
+    model_flops = arch.flops(name, width, batch, train=(mode == "train"))
+    return {
+        "framework": "tks_jax",
+        "model": name,
+        "batch": batch,
+        "width": width,
+        "mode": mode,
+        "num_steps": num_steps,
+        "source": cfg.get("source", "reference"),
+        "options": cfg.get("options", {}),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "params": n_params,
+        "params_expected": expected,
+        "compile_s": round(compile_s, 3),
+        "step_s_median": median,
+        "step_s_all": [round(t, 4) for t in times],
+        "img_per_s": batch / median,
+        # CPU seconds (user + sys, all threads) per step: robust to other processes' load.
+        "cpu_s_median": statistics.median(cpus),
+        "gflop_per_step": model_flops / 1e9,
+        "gflop_per_s": model_flops / median / 1e9,
+        "xla_gflop_per_step": xla_flops / 1e9,
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "loadavg_1m": [round(v, 2) for v in loads],
+        "jax": jax.__version__,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **_machine(),
+    }
+
+
+def gemm_peak(n: int = 4096, repeats: int = 5) -> dict[str, Any]:
+    """Achieved fp32 GFLOP/s of an ``n x n`` by ``n x n`` matmul in JAX (median of repeats)."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(2), (n, n), jnp.float32)
+    f = jax.jit(jnp.matmul)
+    f(a, b).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f(a, b).block_until_ready()
+        times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    return {
+        "framework": "tks_jax",
+        "mode": "gemm",
+        "n": n,
+        "gflop_per_s": 2.0 * n**3 / med / 1e9,
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **_machine(),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Sweep: one subprocess per configuration.
+# --------------------------------------------------------------------------------------------
+
+
+def run_in_subprocess(
+    cfg: dict[str, Any], env: dict[str, str] | None = None, timeout: float = 1800
+) -> dict[str, Any]:
+    """Runs ``run_single(cfg)`` (or ``gemm_peak`` when ``cfg['mode'] == 'gemm'``) in a fresh
+    Python process, so that its peak memory is its own."""
+    cmd = [sys.executable, "-m", "benchmarks.train_step", "--single", json.dumps(cfg)]
+    proc = subprocess.run(
+        cmd,
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark {cfg} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def append_jsonl(path: str, record: dict[str, Any]) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def format_row(r: dict[str, Any], peak: float) -> str:
+    return (
+        f"{r['framework']:>12} {r['model']:>9} {r['width']:>5} {r['batch']:>5} {r['mode']:>6} "
+        f"{r['img_per_s']:>8.2f} {r['gflop_per_s']:>8.1f} {r['gflop_per_s'] / peak:>6.0%} "
+        f"{r.get('cpu_s_median', float('nan')):>6.2f} "
+        f"{r['peak_rss_mb'] / 1024:>7.2f} {r.get('compile_s', 0):>8.1f} "
+        f"{statistics.mean(r['loadavg_1m']):>5.1f}"
+    )
+
+
+HEADER = (
+    f"{'framework':>12} {'model':>9} {'width':>5} {'batch':>5} {'mode':>6} {'img/s':>8} "
+    f"{'GFLOP/s':>8} {'%peak':>6} {'cpu s':>6} {'RSS GB':>7} {'compile':>8} {'load':>5}"
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--single", help="JSON config: run one configuration here, print JSON.")
+    p.add_argument("--models", default="vgg_snn,resnet19")
+    p.add_argument("--batches", default="16,32")
+    p.add_argument("--widths", default="1.0,0.5")
+    p.add_argument("--modes", default="train,infer")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per configuration")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps after compiling")
+    p.add_argument("--num-steps", type=int, default=0, help="override T (0: the model's own)")
+    p.add_argument("--source", choices=["reference", "tks"], default="tks",
+                   help="tks: tks_jax.models.get_model; reference: benchmarks/reference_models")
+    p.add_argument("--options", default="{}",
+                   help="JSON dict of model options, or a JSON list of them: variants that are "
+                        "run in alternation for each configuration (--rounds times)")
+    p.add_argument("--xla-flags", default="",
+                   help="';'-separated XLA_FLAGS variants, alternated like --options")
+    p.add_argument("--rounds", type=int, default=1, help="alternation rounds per configuration")
+    p.add_argument("--out", default=os.path.join(RESULTS_DIR, "tks_jax.jsonl"))
+    args = p.parse_args(argv)
+
+    if args.single:
+        cfg = json.loads(args.single)
+        rec = gemm_peak() if cfg.get("mode") == "gemm" else run_single(cfg)
+        print(json.dumps(rec))
+        return
+
+    variants = json.loads(args.options)
+    variants = variants if isinstance(variants, list) else [variants]
+    xla_flags = args.xla_flags.split(";") if args.xla_flags else [""]
+    peak = run_in_subprocess({"mode": "gemm"})
+    append_jsonl(args.out, peak)
+    print(f"fp32 GEMM peak (JAX, 4096^3): {peak['gflop_per_s']:.1f} GFLOP/s")
+    print(HEADER)
+    for model in args.models.split(","):
+        for width in [float(v) for v in args.widths.split(",")]:
+            for batch in [int(v) for v in args.batches.split(",")]:
+                for mode in args.modes.split(","):
+                    for _ in range(args.rounds):
+                        for options in variants:
+                            for flags in xla_flags:
+                                cfg = {
+                                    "model": model, "batch": batch, "width": width,
+                                    "mode": mode, "steps": args.steps, "warmup": args.warmup,
+                                    "source": args.source, "options": options,
+                                    "num_steps": args.num_steps,
+                                }
+                                env = {"XLA_FLAGS": flags} if flags else None
+                                rec = run_in_subprocess(cfg, env=env)
+                                rec["gemm_peak_gflop_per_s"] = peak["gflop_per_s"]
+                                append_jsonl(args.out, rec)
+                                print(format_row(rec, peak["gflop_per_s"]),
+                                      json.dumps(options), flags, flush=True)
+
+
+if __name__ == "__main__":
+    main()
