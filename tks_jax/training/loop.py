@@ -161,6 +161,10 @@ def train_and_evaluate(
     is_main = pidx == 0
     os.makedirs(workdir, exist_ok=True)
     resume = config_lib.check_workdir(workdir, config)
+    if nproc > 1:  # every host has read config.json before process 0 rewrites it
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("tks_workdir_checked")
     ckpt_dir = os.path.join(workdir, "checkpoints")
     if not resume and is_main:
         for name in ("checkpoints", "report", "tensorboard", "metrics.jsonl"):
@@ -172,8 +176,6 @@ def train_and_evaluate(
         with open(os.path.join(workdir, config_lib.CONFIG_FILE), "w") as f:
             f.write(config.to_json_best_effort(indent=2, sort_keys=True))
     if nproc > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices("tks_workdir_ready")
     writer = MetricWriter(workdir, enabled=is_main, tensorboard=config.get("tensorboard", True))
 
@@ -294,7 +296,9 @@ def train_and_evaluate(
                 if step % config.log_every_steps == 0 or step == total_steps:
                     check_finite()
                     host = jax.device_get(pending)
+                    # Averages over the interval; lam and lr are the current values.
                     last_train = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+                    last_train.update(lam=float(host[-1]["lam"]), lr=float(host[-1]["lr"]))
                     pending = []
                     now = time.time()
                     ips = n_log * config.batch_size / max(now - t_log, 1e-9)
