@@ -325,8 +325,10 @@ class TksGradientTest(chex.TestCase):
         # the difference live - detached is non-zero only on the selected (correct) steps.
         z, y = _data(13, 4, 6, 5, scale=1.5)
         g = {
-            d: jax.grad(
-                lambda x, d=d: losses.tks(x, y, temperature=2.0, lam=1.0, detach_teacher=d)
+            d: jax.jit(
+                jax.grad(
+                    lambda x, d=d: losses.tks(x, y, temperature=2.0, lam=1.0, detach_teacher=d)
+                )
             )(jnp.asarray(z))
             for d in (True, False)
         }
