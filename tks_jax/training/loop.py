@@ -233,12 +233,18 @@ def train_and_evaluate(
 
     # --- Steps ----------------------------------------------------------------------------
     train_step, traces = steps_lib.make_train_step(model, tx, config, schedule)
-    first = next(train_iter)
-    batch_sh = sharding_lib.batch_shardings(mesh, first, is_event=info.is_event)
-    p_train_step = jax.jit(
-        train_step, donate_argnums=0, in_shardings=(state_sharding, batch_sh, repl),
-        out_shardings=(state_sharding, repl),
-    )
+    jitted: dict = {}  # built at the first batch (its keys give the batch shardings)
+
+    def run_step(state, batch, lam):
+        if not jitted:
+            jitted["shardings"] = sharding_lib.batch_shardings(mesh, batch, is_event=info.is_event)
+            jitted["step"] = jax.jit(
+                train_step, donate_argnums=0,
+                in_shardings=(state_sharding, jitted["shardings"], repl),
+                out_shardings=(state_sharding, repl),
+            )
+        global_batch = sharding_lib.to_global_batch(batch, jitted["shardings"])
+        return jitted["step"](state, global_batch, lam)
 
     def lam_at(epoch: int) -> np.float32:
         if config.loss.name != "tks":
@@ -270,7 +276,6 @@ def train_and_evaluate(
         last_train: dict[str, float] = {}
         preempted = False
         t_log, n_log, t_start, step_start = time.time(), 0, None, step
-        batch = first
         with _StopRequest() as stop:
             while step < total_steps:
                 if stop.requested:
@@ -279,11 +284,7 @@ def train_and_evaluate(
                     preempted = True
                     break
                 epoch = step // steps_per_epoch
-                if batch is None:
-                    batch = next(train_iter)
-                global_batch = sharding_lib.to_global_batch(batch, batch_sh)
-                state, metrics = p_train_step(state, global_batch, lam_at(epoch))
-                batch = None
+                state, metrics = run_step(state, next(train_iter), lam_at(epoch))
                 step += 1
                 pending.append(metrics)
                 n_log += 1
