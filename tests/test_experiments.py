@@ -1,0 +1,348 @@
+"""The ablation study tooling: plan, configs (the loss is the only difference), penultimate
+features, aggregation (mean +- std over seeds, claims) against hand-computed references, and one
+end-to-end study of two tiny runs on synthetic data."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from tks_jax.experiments import ablation, figures  # noqa: E402
+
+# ------------------------------------------------------------------------------------------
+# A hand-made results folder (no training): known numbers in, known table out.
+# ------------------------------------------------------------------------------------------
+
+# top-1 per (setting, loss) and seed; AURC = 100 * (1 - top1) so it is known too.
+FAKE_TOP1 = {
+    ("mnist", "baseline"): [0.90, 0.92, 0.94],
+    ("mnist", "ls"): [0.91, 0.91, 0.91],
+    ("mnist", "tet"): [0.93, 0.95, 0.94],
+    ("mnist", "tks"): [0.96, 0.95, 0.97],
+    ("nmnist_synth", "baseline"): [0.80, 0.82, 0.84],
+    ("nmnist_synth", "tks"): [0.78, 0.80, 0.82],
+}
+FAKE_T = {"mnist": 4, "nmnist_synth": 10}
+
+
+def _fake_per_step(top1: float, t: int, loss: str) -> list[float]:
+    # baseline: first step far below; tks: flat. Every tks step beats the baseline's on mnist.
+    if loss == "tks":
+        return [top1 - 0.01] * t
+    return [top1 - 0.3 + 0.3 * k / max(1, t - 1) for k in range(t)]
+
+
+def write_fake_study(out_dir: str, *, num_classes: int = 3, n: int = 60) -> None:
+    """Writes finished-run folders (run.json, report.json, features.npz) and a study.json."""
+    rng = np.random.default_rng(0)
+    for (setting, loss), values in FAKE_TOP1.items():
+        t = FAKE_T[setting]
+        for seed, top1 in enumerate(values):
+            spec = ablation.RunSpec(setting, loss, seed, t, ("main",))
+            run_dir = os.path.join(out_dir, "runs", spec.name)
+            os.makedirs(os.path.join(run_dir, "report"), exist_ok=True)
+            per_step = _fake_per_step(top1, t, loss)
+            first_k = [per_step[0]] + [top1] * (t - 1)
+            metrics = {
+                "top1": top1, "top5": 1.0, "aurc_logit": 100 * (1 - top1),
+                "aurc_softmax": 90 * (1 - top1), "first_k_accuracy": first_k,
+                "per_step_accuracy": per_step, "num_examples": n,
+                "per_class_accuracy_first_step": [per_step[0]] * (num_classes - 1) + [None],
+            }
+            with open(os.path.join(run_dir, "report", "report.json"), "w") as f:
+                json.dump({"run": {}, "metrics": metrics}, f)
+            labels = np.arange(n) % num_classes
+            spread = 0.2 if loss == "tks" else 1.0  # tks: tighter clusters
+            feats = 3.0 * np.eye(num_classes)[labels] + spread * rng.normal(size=(n, num_classes))
+            np.savez(os.path.join(run_dir, ablation.FEATURES_NPZ), features=feats.astype(
+                np.float32), labels=labels.astype(np.int32))
+            rec = {**spec.__dict__, "studies": ["main"], "name": spec.name, "budget": "smoke",
+                   "step": 10, "wall_s": 2.0, "cpu_s": 3.0, "report_dir": os.path.join(
+                       "runs", spec.name, "report")}
+            with open(os.path.join(run_dir, ablation.RUN_JSON), "w") as f:
+                json.dump(rec, f)
+    for loss, top1 in (("baseline", [0.5, 0.7]), ("tks", [0.6, 0.69])):
+        for t, v in zip((1, 2), top1, strict=True):
+            spec = ablation.RunSpec("nmnist_synth", loss, 0, t, ("sweep",))
+            run_dir = os.path.join(out_dir, "runs", spec.name)
+            os.makedirs(os.path.join(run_dir, "report"), exist_ok=True)
+            metrics = {"top1": v, "top5": 1.0, "aurc_logit": 1.0, "aurc_softmax": 1.0,
+                       "first_k_accuracy": [v] * t, "per_step_accuracy": [v] * t,
+                       "num_examples": n, "per_class_accuracy_first_step": [v] * num_classes}
+            with open(os.path.join(run_dir, "report", "report.json"), "w") as f:
+                json.dump({"run": {}, "metrics": metrics}, f)
+            labels = np.arange(n) % num_classes
+            np.savez(os.path.join(run_dir, ablation.FEATURES_NPZ),
+                     features=rng.normal(size=(n, 4)).astype(np.float32), labels=labels)
+            rec = {**spec.__dict__, "studies": ["sweep"], "name": spec.name, "budget": "smoke",
+                   "step": 10, "wall_s": 1.0, "cpu_s": 1.0,
+                   "report_dir": os.path.join("runs", spec.name, "report")}
+            with open(os.path.join(run_dir, ablation.RUN_JSON), "w") as f:
+                json.dump(rec, f)
+    with open(os.path.join(out_dir, ablation.STUDY_JSON), "w") as f:
+        json.dump({"budget": "smoke", "sessions": [{
+            "started": "2026-01-01 00:00:00", "wall_s": 60.0, "runs_trained": 22, "jobs": 1,
+            "studies": ["main", "sweep"], "seeds": [0, 1, 2], "losses": list(ablation.LOSSES),
+            "sweep_steps": [1, 2, 10], "machine": "test"}]}, f)
+
+
+@pytest.fixture(scope="module")
+def fake_results(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("fake_study"))
+    write_fake_study(out)
+    results = ablation.aggregate(out, log=lambda _: None)
+    return out, results
+
+
+# ------------------------------------------------------------------------------------------
+# Plan and configs.
+# ------------------------------------------------------------------------------------------
+
+
+def test_plan_of_the_full_study():
+    specs = ablation.plan_runs()
+    names = [s.name for s in specs]
+    assert len(names) == len(set(names))
+    # 4 losses x 2 data sets x 3 seeds + 4 x 3 hard + sweep (6 T x 2 losses, T=10 shared).
+    assert len(specs) == 24 + 12 + 10
+    by_name = {s.name: s for s in specs}
+    assert by_name["nmnist_synth_tks_T10_s0"].studies == ("main", "sweep")
+    assert by_name["mnist_tet_T4_s2"].studies == ("main",)
+    sweep = [s for s in specs if "sweep" in s.studies]
+    assert sorted({s.num_steps for s in sweep}) == [1, 2, 4, 6, 8, 10]
+    assert {s.loss for s in sweep} == {"baseline", "tks"}
+    assert {s.seed for s in sweep} == {0}
+    hard = [s for s in specs if s.studies == ("hard",)]
+    assert {(s.setting, s.num_steps) for s in hard} == {("mnist_hard", 4)}
+
+
+def test_plan_rejects_unknown_names():
+    with pytest.raises(ValueError, match="Unknown studies"):
+        ablation.plan_runs(["main", "cifar"])
+    with pytest.raises(ValueError, match="Unknown losses"):
+        ablation.plan_runs(["main"], losses=["kd"])
+    with pytest.raises(ValueError, match="seed"):
+        ablation.plan_runs(["main"], seeds=[])
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+@pytest.mark.parametrize("budget", ablation.BUDGETS)
+@pytest.mark.parametrize("setting", ["mnist", "mnist_hard", "nmnist_synth"])
+def test_configs_differ_only_in_the_loss(budget, setting):
+    t = ablation.DEFAULT_T[setting]
+    configs = {loss: _flat(ablation.make_config(ablation.RunSpec(setting, loss, 1, t), budget)
+                           .to_dict()) for loss in ablation.LOSSES}
+    for loss, cfg in configs.items():
+        diff = {k for k in cfg if cfg[k] != configs["baseline"][k]}
+        assert diff == ({"loss.name"} if loss != "baseline" else set()), (loss, diff)
+        assert cfg["seed"] == 1 and cfg["num_steps"] == t
+        assert cfg["eval_every_epochs"] == 0  # no evaluation on test during training
+    # The seed changes nothing else either.
+    a = _flat(ablation.make_config(ablation.RunSpec(setting, "tks", 0, t), budget).to_dict())
+    b = _flat(ablation.make_config(ablation.RunSpec(setting, "tks", 2, t), budget).to_dict())
+    assert {k for k in a if a[k] != b[k]} == {"seed"}
+
+
+def test_config_budgets_and_settings():
+    cfg = ablation.make_config(ablation.RunSpec("nmnist_synth", "tks", 0, 10), "full")
+    assert cfg.data.name == "nmnist_synth" and cfg.loss.temperature == 5.0
+    assert cfg.loss.lambda_peak == 0.3  # event data (spec section 4)
+    hard = ablation.make_config(ablation.RunSpec("mnist_hard", "tks", 0, 4), "full")
+    easy = ablation.make_config(ablation.RunSpec("mnist", "tks", 0, 4), "full")
+    assert hard.data.max_train_examples < easy.data.max_train_examples
+    assert hard.loss.lambda_peak == 0.7 and hard.loss.temperature == 3.0
+    # Learning rate 2e-3 whatever the batch (linear scaling rule of spec section 9).
+    for c in (cfg, hard, easy):
+        lr = c.optimizer.base_learning_rate * c.batch_size / c.optimizer.base_batch_size
+        assert lr == pytest.approx(2e-3)
+    with pytest.raises(ValueError, match="budget"):
+        ablation.make_config(ablation.RunSpec("mnist", "tks", 0, 4), "huge")
+    from configs import ablation as ablation_configs
+
+    with pytest.raises(ValueError, match="setting"):
+        ablation_configs.get_config("cifar10,full")
+
+
+# ------------------------------------------------------------------------------------------
+# Penultimate features.
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("event", [False, True])
+def test_penultimate_features_feed_the_readout(event):
+    from tks_jax import models
+
+    model = models.get_model("vgg_snn", num_classes=5, width=0.0625)
+    t, b = 3, 2
+    shape = (t, b, 16, 16, 2) if event else (b, 16, 16, 1)
+    x = jax.random.uniform(jax.random.PRNGKey(1), shape) * (3.0 if event else 1.0)
+    variables = model.init(jax.random.PRNGKey(0), x, num_steps=t)
+    feats, logits = jax.jit(
+        lambda v, x: ablation.penultimate_features(model, v, x, num_steps=t))(variables, x)
+    np.testing.assert_allclose(logits, model.apply(variables, x, num_steps=t), rtol=1e-6)
+    dense = variables["params"]["fc"]["dense"]
+    feats, kernel, bias = (np.asarray(a, np.float64) for a in (feats, dense["kernel"],
+                                                               dense["bias"]))
+    assert feats.shape == (t, b, kernel.shape[0])
+    # Spikes averaged by the last 2x2 pool: values in {0, .25, .5, .75, 1}.
+    assert np.all(np.isin(np.round(feats * 4), np.arange(5)))
+    np.testing.assert_allclose(feats @ kernel + bias, np.asarray(logits), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------
+# Aggregation.
+# ------------------------------------------------------------------------------------------
+
+
+def test_mean_std_matches_numpy():
+    ms = ablation.mean_std([0.9, 0.92, 0.97])
+    assert ms["mean"] == pytest.approx(np.mean([0.9, 0.92, 0.97]))
+    assert ms["std"] == pytest.approx(np.sqrt(((np.array([0.9, 0.92, 0.97]) - 0.93) ** 2).sum()
+                                              / 2))
+    assert ablation.mean_std([0.5])["std"] is None
+
+
+def test_silhouette_against_the_formula():
+    # Four points on a line, classes {0, 0, 1, 1} at 0, 1, 4, 6.
+    x = np.array([[0.0], [1.0], [4.0], [6.0]])
+    y = np.array([0, 0, 1, 1])
+    # s = (b - a) / max(a, b); a = mean distance within the class, b = to the other class.
+    a = np.array([1, 1, 2, 2])
+    b = np.array([5, 4, 3.5, 5.5])
+    expected = np.mean((b - a) / np.maximum(a, b))
+    assert ablation.silhouette(x, y) == pytest.approx(expected)
+
+
+def test_aggregate_groups_and_table(fake_results):
+    out, results = fake_results
+    g = results["groups"]
+    assert set(g) == {"mnist", "nmnist_synth"}
+    assert list(g["mnist"]) == list(ablation.LOSSES)
+    for (setting, loss), values in FAKE_TOP1.items():
+        assert g[setting][loss]["top1"]["mean"] == pytest.approx(np.mean(values))
+        assert g[setting][loss]["top1"]["std"] == pytest.approx(np.std(values, ddof=1))
+        assert g[setting][loss]["aurc_logit"]["mean"] == pytest.approx(
+            100 * (1 - np.mean(values)))
+        assert g[setting][loss]["seeds"] == [0, 1, 2]
+    # The sweep's T = 1, 2 runs stay out of the T = 10 group and go to the sweep.
+    assert results["sweep"] == {"baseline": {"1": 0.5, "2": 0.7}, "tks": {"1": 0.6, "2": 0.69}}
+    table = open(os.path.join(out, ablation.TABLE_MD)).read()
+    assert "| mnist (T=4) | tks | 3 | 96.00 ± 1.00 | 4.00 ± 1.00 | 95.00 ± 1.00 |" in table
+    assert "| nmnist_synth (T=10) | baseline | 3 | 82.00 ± 2.00 | 18.00 ± 2.00 |" in table
+    # Per-class accuracy of a class absent from the split (None) stays NaN -> null in JSON.
+    saved = json.load(open(os.path.join(out, ablation.RESULTS_JSON)))
+    assert saved["groups"]["mnist"]["tks"]["per_class_accuracy_first_step"]["mean"][-1] is None
+    # 18 main runs of 2 s, 4 sweep runs of 1 s.
+    assert results["total_run_wall_s"] == pytest.approx(18 * 2.0 + 4 * 1.0)
+
+
+def test_claims_on_known_numbers(fake_results):
+    _, results = fake_results
+    claims = {(c["claim"].split(":")[0], c["setting"]): c for c in results["claims"]}
+    # mnist: TKS 96 > TET 94; AURC 4 < 6; drop 1 vs 30 points; every step higher.
+    assert claims[("1a", "mnist")]["held"] and "+2.00 points" in claims[("1a", "mnist")][
+        "evidence"]
+    assert claims[("1b", "mnist")]["held"]
+    assert claims[("2", "mnist")]["held"]
+    assert "baseline 30.00 points, TKS 1.00 points" in claims[("2", "mnist")]["evidence"]
+    assert claims[("3", "mnist")]["held"]
+    assert claims[("4", "mnist")]["held"]  # tighter tks clusters
+    # nmnist: TKS 80 < baseline 82 -> 1a, 1b fail; its later steps are below the baseline's.
+    assert not claims[("1a", "nmnist_synth")]["held"]
+    assert not claims[("1b", "nmnist_synth")]["held"]
+    assert not claims[("3", "nmnist_synth")]["held"]
+    # Sweep: +10 at T=1, -1 at T=2 -> not at every T.
+    sweep = claims[("2b (Fig. 3b)", "nmnist_synth")]
+    assert not sweep["held"] and "1: +10.00" in sweep["evidence"] and "2: -1.00" in sweep[
+        "evidence"]
+
+
+def test_figures_and_tsne_written(fake_results):
+    out, results = fake_results
+    for name in figures.FILES.values():
+        path = os.path.join(out, name)
+        assert os.path.getsize(path) > 1000, name
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert set(results["tsne"]) == {"mnist/baseline", "mnist/tks", "nmnist_synth/baseline",
+                                    "nmnist_synth/tks"}
+    emb = np.load(os.path.join(out, results["tsne"]["mnist/tks"]))
+    assert emb["embedding"].shape == (60, 2) and np.all(np.isfinite(emb["embedding"]))
+
+
+def test_study_dir_refuses_another_budget(tmp_path):
+    write_fake_study(str(tmp_path))
+    with pytest.raises(ValueError, match="budget 'smoke'"):
+        ablation.run_study(str(tmp_path), budget="quick", studies=["main"])
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert ablation.main(["--out", str(tmp_path / "none"), "--aggregate-only"]) == 2
+    assert "run the study first" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ablation.main(["--out", str(tmp_path), "--seeds", "a,b"])
+    assert ablation.main(["--out", str(tmp_path), "--dry-run", "--studies", "sweep"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 12 and lines[0].startswith("nmnist_synth_baseline_T1_s0")
+
+
+# ------------------------------------------------------------------------------------------
+# End to end: two tiny runs on synthetic event data.
+# ------------------------------------------------------------------------------------------
+
+
+def test_run_study_end_to_end(tmp_path, monkeypatch):
+    make_config = ablation.make_config
+
+    def synthetic_config(spec, budget):
+        c = make_config(spec, budget)
+        c.data.name = "synthetic_events"
+        c.data.image_shape = (16, 16, 2)
+        c.data.num_classes = 3
+        c.data.synthetic_examples = 24
+        c.data.max_train_examples = None
+        c.data.max_eval_examples = None
+        c.batch_size = c.eval_batch_size = 8
+        c.num_epochs = 2
+        return c
+
+    monkeypatch.setattr(ablation, "make_config", synthetic_config)
+    out = str(tmp_path / "study")
+    lines = []
+    results = ablation.run_study(out, budget="smoke", studies=["sweep"], seeds=[0],
+                                 sweep_steps=[2], feature_examples=16, log=lines.append)
+    assert set(results["runs"]) == {"nmnist_synth_baseline_T2_s0", "nmnist_synth_tks_T2_s0"}
+    for name, run in results["runs"].items():
+        rep = json.load(open(os.path.join(out, "runs", name, "report", "report.json")))
+        assert run["top1"] == rep["metrics"]["top1"]
+        assert rep["run"]["loss"] == run["loss"] and run["step"] == 2 * 24 // 8
+        feats = np.load(os.path.join(out, "runs", name, ablation.FEATURES_NPZ))
+        assert feats["features"].shape[0] == 16 and feats["labels"].shape == (16,)
+    assert results["sweep"]["tks"]["2"] == results["runs"]["nmnist_synth_tks_T2_s0"]["top1"]
+    assert os.path.exists(os.path.join(out, figures.FILES["fig_same_t"]))
+    # A second call trains nothing (the runs are finished) and keeps the numbers.
+    lines.clear()
+    again = ablation.run_study(out, budget="smoke", studies=["sweep"], seeds=[0],
+                               sweep_steps=[2], feature_examples=16, log=lines.append)
+    assert "2 already finished" in lines[0]
+    assert again["sweep"] == results["sweep"]
+    assert len(json.load(open(os.path.join(out, ablation.STUDY_JSON)))["sessions"]) == 2
+
