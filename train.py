@@ -12,6 +12,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from tks_jax import report, train_lib
+from tks_jax.training.logger import quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py).", lock_config=True
@@ -20,21 +21,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietLibraries(logging.logging.Filter):
-    """Drops INFO records of orbax/tfds/grain (every checkpoint logs a dozen lines)."""
-
-    def filter(self, record) -> bool:
-        noisy = any(f"/{lib}/" in record.pathname for lib in _NOISY)
-        return record.levelno >= logging.WARNING or not noisy
-
-
-_NOISY = ("orbax", "tensorflow_datasets", "grain", "etils", "matplotlib")
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.get_absl_handler().python_handler.addFilter(_QuietLibraries())
+    quiet_library_logs()
     try:
         result = train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except (ValueError, FileNotFoundError, train_lib.NonFiniteLossError) as e:

@@ -22,6 +22,9 @@ def main(argv) -> int:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from tks_jax import report
     from tks_jax.training import loop
+    from tks_jax.training.logger import quiet_library_logs
+
+    quiet_library_logs()
 
     try:
         rep = loop.evaluate_workdir(_WORKDIR.value, num_steps=_NUM_STEPS.value, split=_SPLIT.value)

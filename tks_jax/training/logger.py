@@ -86,3 +86,19 @@ class MetricWriter:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+_NOISY_LIBRARIES = ("orbax", "tensorflow_datasets", "grain", "etils", "matplotlib")
+
+
+class _QuietLibraries(logging.logging.Filter):
+    """Drops INFO records of orbax/tfds/grain (every checkpoint logs a dozen lines)."""
+
+    def filter(self, record) -> bool:
+        noisy = any(f"/{lib}/" in record.pathname for lib in _NOISY_LIBRARIES)
+        return record.levelno >= logging.logging.WARNING or not noisy
+
+
+def quiet_library_logs() -> None:
+    """For command-line entry points: hide INFO logs of orbax, tfds, grain (absl handler)."""
+    logging.get_absl_handler().python_handler.addFilter(_QuietLibraries())
