@@ -6,6 +6,7 @@ optimiser, checkpoint, loop, final evaluation and report.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -356,6 +357,13 @@ def _scalar_summary(metrics: dict[str, Any]) -> dict[str, float]:
 # ------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=8)
+def _jitted_eval_step(model, num_steps: int, mesh):
+    """One jitted eval step per (model, T, mesh): periodic evaluations compile once."""
+    repl = sharding_lib.replicated(mesh)
+    return jax.jit(steps_lib.make_eval_step(model, num_steps), out_shardings=(repl, repl))
+
+
 def evaluate_state(
     config: ml_collections.ConfigDict, model, state: dict, mesh, is_event: bool, *,
     num_steps: int | None = None, split: str | None = None,
@@ -368,8 +376,7 @@ def evaluate_state(
         config, split, train=False, batch_size=config.eval_batch_size // nproc,
         num_steps=num_steps, seed=config.seed, shard_index=pidx, shard_count=nproc,
     )
-    repl = sharding_lib.replicated(mesh)
-    eval_step = jax.jit(steps_lib.make_eval_step(model, num_steps), out_shardings=(repl, repl))
+    eval_step = _jitted_eval_step(model, num_steps, mesh)
     variables = {"params": state["params"]}
     if state["batch_stats"]:
         variables["batch_stats"] = state["batch_stats"]
