@@ -23,21 +23,28 @@ def _get(name, arg=None):
     return importlib.import_module(f"configs.{name}").get_config(arg)
 
 
+PAPER = sorted({
+    "cifar10_resnet19", "cifar10_resnet19_tebn", "cifar10_sew_resnet19",
+    "cifar100_resnet19", "cifar100_resnet19_tebn", "cifar100_sew_resnet19",
+    "imagenet_sew_resnet34", "imagenet_sew_resnet50", "dvs_cifar10_vgg_snn",
+    "ncaltech101_vgg_snn",
+} | {f"{d}_sew_resnet{n}" for d in ("cub200", "dogs", "cars") for n in (18, 34)})
+DEFAULTS = ["mnist_default", "nmnist_synth_default"]
+
+
 def test_one_config_per_paper_experiment():
-    expected = {
-        "cifar10_resnet19", "cifar10_resnet19_tebn", "cifar10_sew_resnet19",
-        "cifar100_resnet19", "cifar100_resnet19_tebn", "cifar100_sew_resnet19",
-        "imagenet_sew_resnet34", "imagenet_sew_resnet50", "dvs_cifar10_vgg_snn",
-        "ncaltech101_vgg_snn", "mnist_default", "nmnist_synth_default",
-    } | {f"{d}_sew_resnet{n}" for d in ("cub200", "dogs", "cars") for n in (18, 34)}
-    assert expected <= set(NAMES)
+    assert set(PAPER + DEFAULTS) <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_config_loads_and_validates(name):
+def test_every_config_file_loads_and_validates(name):
+    config_lib.validate_config(_get(name))
+
+
+@pytest.mark.parametrize("name", PAPER + DEFAULTS)
+def test_experiment_config_smoke_and_docstring(name):
     config = _get(name)
     assert config.experiment == name
-    config_lib.validate_config(config)
     smoke = config_lib.apply_smoke(_get(name, "smoke"))
     config_lib.validate_config(smoke)
     assert smoke.max_train_steps <= 4 and smoke.batch_size <= 8
@@ -52,8 +59,7 @@ def _family(name):
     return "imagenet" if name.startswith("imagenet") else "static"
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("mnist_default",
-                                                                "nmnist_synth_default")])
+@pytest.mark.parametrize("name", PAPER)
 def test_paper_settings(name):
     """Spec sections 4 and 9: tau_kd, lambda peak, T and the optimiser per data family."""
     c = _get(name)
