@@ -10,6 +10,7 @@ import pytest
 import train_testlib as tl
 
 from tks_jax import train_lib
+from tks_jax.training import loop
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +27,7 @@ import ml_collections
 import numpy as np
 import train_testlib as tl
 from tks_jax import train_lib
+from tks_jax.training import loop
 config = ml_collections.ConfigDict(json.load(open(cfg_path)))
 losses = []
 result = train_lib.train_and_evaluate(
@@ -69,6 +71,9 @@ def test_eight_devices_match_one(single_device, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "DEVICES 8 PROCESSES 1" in proc.stdout
     _compare(single_device, out)
+    # A checkpoint written by 8 devices restores onto this single-device process.
+    rep = loop.evaluate_workdir(str(tmp_path / "run"), model=tl.tiny_model())
+    assert rep["run"]["step"] == STEPS and rep["metrics"]["num_examples"] == 16
 
 
 def _free_port() -> int:
