@@ -125,6 +125,18 @@ class _StopRequest:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+def _should_stop(stop: _StopRequest, step: int, every: int, num_processes: int) -> bool:
+    """Whether to save and stop now; all hosts agree (every ``every`` steps) when multi-host."""
+    if num_processes == 1:
+        return stop.requested
+    if step % every:
+        return False
+    from jax.experimental import multihost_utils
+
+    flags = multihost_utils.process_allgather(np.asarray(stop.requested, np.int32))
+    return bool(np.any(flags))
+
+
 # ------------------------------------------------------------------------------------------
 # Training.
 # ------------------------------------------------------------------------------------------
@@ -279,7 +291,7 @@ def train_and_evaluate(
         t_log, n_log, t_start, step_start = time.time(), 0, None, step
         with _StopRequest() as stop:
             while step < total_steps:
-                if stop.requested:
+                if _should_stop(stop, step, config.log_every_steps, nproc):
                     writer.info("SIGTERM: saving a checkpoint at step %d and stopping.", step)
                     save()
                     preempted = True
