@@ -1,0 +1,79 @@
+"""Learning-rate schedule and weight-decay mask (spec section 9), against hand formulas."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import train_testlib as tl
+
+from tks_jax import models
+from tks_jax.training import optim
+
+
+def _config(granularity="epoch"):
+    c = tl.tiny_config()
+    c.batch_size = 128
+    c.num_epochs = 6
+    c.optimizer.base_learning_rate = 5e-3
+    c.optimizer.base_batch_size = 1024
+    c.optimizer.warmup_epochs = 2
+    c.optimizer.warmup_init_learning_rate = 1e-6
+    c.optimizer.min_learning_rate = 1e-5
+    c.optimizer.schedule_granularity = granularity
+    return c
+
+
+def test_linear_scaling_rule():
+    assert optim.peak_learning_rate(_config()) == pytest.approx(6.25e-4)
+
+
+def test_per_epoch_warmup_then_cosine():
+    peak, init, floor = 6.25e-4, 1e-6, 1e-5
+    sched = optim.make_schedule(_config("epoch"), steps_per_epoch=10)
+
+    def cosine(epoch):  # 2 warm-up epochs, 6 in total
+        return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * (epoch - 2) / 4))
+
+    expected = {0: init, 9: init, 10: init + (peak - init) / 2, 19: init + (peak - init) / 2,
+                20: peak, 29: peak, 40: cosine(4), 59: cosine(5), 60: floor, 1000: floor}
+    for step, lr in expected.items():
+        assert float(sched(step)) == pytest.approx(lr, rel=1e-5), step
+
+
+def test_per_step_granularity_uses_fractional_epochs():
+    peak, init = 6.25e-4, 1e-6
+    sched = optim.make_schedule(_config("step"), steps_per_epoch=10)
+    assert float(sched(5)) == pytest.approx(init + (peak - init) * 0.5 / 2, rel=1e-5)
+    assert float(sched(45)) == pytest.approx(
+        1e-5 + 0.5 * (peak - 1e-5) * (1 + math.cos(math.pi * 2.5 / 4)), rel=1e-5)
+
+
+def test_weight_decay_only_on_kernels():
+    model = models.get_model("resnet19", num_classes=10, width=0.125, norm="tebn", num_steps=2)
+    params = jax.eval_shape(
+        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), num_steps=2)
+    )["params"]
+    mask = optim.weight_decay_mask(params)
+    flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(mask)}
+    decayed = {k for k, v in flat.items() if v}
+    assert decayed and all(k.endswith("['kernel']") for k in decayed)
+    assert not any(flat[k] for k in flat if k.endswith(("['bias']", "['scale']")))
+    assert any("step_scale" in k for k in flat)  # TEBN's per-step scales exist, not decayed
+    assert not any(flat[k] for k in flat if "step_scale" in k)
+
+
+def test_adamw_with_zero_gradient_decays_kernels_only():
+    c = _config()
+    c.optimizer.warmup_epochs = 0
+    tx = optim.make_optimizer(c, lambda step: 0.1)
+    params = {"dense": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones((3,))},
+              "norm": {"scale": jnp.ones((3,))}}
+    grads = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    new = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(new["dense"]["kernel"], 1 - 0.1 * 0.01)  # lr * wd * w
+    np.testing.assert_array_equal(new["dense"]["bias"], 1.0)
+    np.testing.assert_array_equal(new["norm"]["scale"], 1.0)
