@@ -260,6 +260,8 @@ def test_claims_on_known_numbers(fake_results):
     # mnist: TKS 96 > TET 94; AURC 4 < 6; drop 1 vs 30 points; every step higher.
     assert claims[("1a", "mnist")]["held"] and "+2.00 points" in claims[("1a", "mnist")][
         "evidence"]
+    # 2 x standard error of the difference: 2 * 100 * sqrt(0.01^2 / 3 + 0.01^2 / 3) = 1.63.
+    assert "beyond seed noise: 2 x s.e. = 1.63" in claims[("1a", "mnist")]["evidence"]
     assert claims[("1b", "mnist")]["held"]
     assert claims[("2", "mnist")]["held"]
     assert "baseline 30.00 points, TKS 1.00 points" in claims[("2", "mnist")]["evidence"]
