@@ -50,7 +50,10 @@ class Layer:
 
 
 def _c(width: float, channels: int) -> int:
-    return max(1, int(round(channels * width)))
+    # Multiples of 8, at least 8: the rounding of tks_jax.models.layers.scaled_channels.
+    if width == 1.0:
+        return channels
+    return max(8, int(round(channels * width / 8.0)) * 8)
 
 
 def vgg_snn(width: float = 1.0, num_classes: int = NUM_CLASSES) -> list[Layer]:
@@ -84,8 +87,9 @@ def resnet19(width: float = 1.0, num_classes: int = NUM_CLASSES) -> list[Layer]:
             if stride != 1 or cin != cout:
                 layers.append(Layer(f"{name}.short", cin, cout, 1, stride, hw_out))
             cin, hw = cout, hw_out
-    layers.append(Layer("fc1", cin, 256, 0, 1, 1, bias=True, bn=False))
-    layers.append(Layer("fc2", 256, num_classes, 0, 1, 1, bias=True, bn=False))
+    hidden = _c(width, 256)  # the hidden FC scales with the width, as in tks_jax.models
+    layers.append(Layer("fc1", cin, hidden, 0, 1, 1, bias=True, bn=False))
+    layers.append(Layer("fc2", hidden, num_classes, 0, 1, 1, bias=True, bn=False))
     return layers
 
 

@@ -14,25 +14,46 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+# Bytes of one chunk's im2col buffer: bounds the backward's extra memory.
+_CHUNK_BYTES = 64 * 2**20
+
 
 def _im2col_weight_grad(x, g, kernel_shape, strides, padding):
-    """dW[i, j, c, o] = sum_{n, h, w} xpad[n, s*h + i, s*w + j, c] * g[n, h, w, o]."""
+    """dW[i, j, c, o] = sum_{n, h, w} xpad[n, s*h + i, s*w + j, c] * g[n, h, w, o].
+
+    Computed as ``im2col(x)^T @ g`` over chunks of the batch (a ``lax.scan`` accumulating
+    dW), so that the im2col buffer stays below ``_CHUNK_BYTES``.
+    """
     kh, kw, cin, cout = kernel_shape
     sh, sw = strides
     n, ho, wo, _ = g.shape
+    per_sample = ho * wo * kh * kw * cin * x.dtype.itemsize
+    chunk = max(d for d in range(1, n + 1) if n % d == 0 and (d == 1 or d * per_sample
+                                                               <= _CHUNK_BYTES))
     xp = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-    cols = [
-        xp[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :]
-        for i in range(kh)
-        for j in range(kw)
-    ]
-    cols = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
-    dw = lax.dot_general(
-        cols.reshape(n * ho * wo, kh * kw * cin),
-        g.reshape(n * ho * wo, cout),
-        (((0,), (0,)), ((), ())),
-        preferred_element_type=jnp.float32,
-    )
+
+    def chunk_grad(xp_c, g_c):
+        cols = [
+            xp_c[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :]
+            for i in range(kh)
+            for j in range(kw)
+        ]
+        cols = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+        m = xp_c.shape[0] * ho * wo
+        return lax.dot_general(
+            cols.reshape(m, kh * kw * cin),
+            g_c.reshape(m, cout),
+            (((0,), (0,)), ((), ())),
+            preferred_element_type=jnp.float32,
+        )
+
+    if chunk == n:
+        dw = chunk_grad(xp, g)
+    else:
+        xs = (xp.reshape((n // chunk, chunk) + xp.shape[1:]),
+              g.reshape((n // chunk, chunk) + g.shape[1:]))
+        dw, _ = lax.scan(lambda acc, c: (acc + chunk_grad(*c), None),
+                         jnp.zeros((kh * kw * cin, cout), jnp.float32), xs)
     return dw.reshape(kernel_shape)
 
 

@@ -26,6 +26,8 @@ def _fold(x: jax.Array) -> jax.Array:
 class _ConvBN(nn.Module):
     layer: arch.Layer
     conv_impl: str = "lax"
+    lif_impl: str = "fast"
+    lif_unroll: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -42,10 +44,20 @@ class _ConvBN(nn.Module):
         return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
 
 
-def _lif(x: jax.Array, num_steps: int) -> jax.Array:
-    """LIF on a folded ``[T*B, ...]`` array; returns the folded spikes."""
+def _lif(x: jax.Array, num_steps: int, impl: str = "fast", unroll: int = 1) -> jax.Array:
+    """LIF on a folded ``[T*B, ...]`` array; returns the folded spikes.
+
+    ``impl``: "fast" is ``tks_jax.spiking.lif`` (custom VJP over the whole scan); "autodiff"
+    is its straightforward per-step scan differentiated by JAX.
+    """
     seq = x.reshape((num_steps, -1) + x.shape[1:])
-    return _fold(spiking.lif(seq, tau=2.0, v_threshold=0.5))
+    if impl == "autodiff":
+        spikes, _ = spiking._lif_autodiff(
+            seq, 2.0, 0.5, spiking.get_surrogate("qgate"), True, 1, False
+        )
+    else:
+        spikes = spiking.lif(seq, tau=2.0, v_threshold=0.5, unroll=unroll)
+    return _fold(spikes)
 
 
 class VGGSNN(nn.Module):
@@ -54,6 +66,8 @@ class VGGSNN(nn.Module):
     width: float = 1.0
     num_classes: int = arch.NUM_CLASSES
     conv_impl: str = "lax"
+    lif_impl: str = "fast"
+    lif_unroll: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, *, num_steps: int, train: bool) -> jax.Array:
@@ -62,7 +76,9 @@ class VGGSNN(nn.Module):
         for layer in layers[:-1]:
             if h.shape[1] != layer.hw:  # AP2 between groups
                 h = nn.avg_pool(h, (2, 2), strides=(2, 2))
-            h = _lif(_ConvBN(layer, self.conv_impl)(h, train), num_steps)
+            h = _lif(
+                _ConvBN(layer, self.conv_impl)(h, train), num_steps, self.lif_impl, self.lif_unroll
+            )
         h = nn.avg_pool(h, (2, 2), strides=(2, 2))
         h = h.reshape(h.shape[0], -1)
         logits = nn.Dense(self.num_classes)(h)
@@ -75,6 +91,8 @@ class ResNet19(nn.Module):
     width: float = 1.0
     num_classes: int = arch.NUM_CLASSES
     conv_impl: str = "lax"
+    lif_impl: str = "fast"
+    lif_unroll: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, *, num_steps: int, train: bool) -> jax.Array:
@@ -82,15 +100,25 @@ class ResNet19(nn.Module):
         # Direct encoding: the first conv + BN is the same at every step; compute it once.
         h = _ConvBN(layers["stem"], self.conv_impl)(x, train)
         h = jnp.broadcast_to(h[None], (num_steps,) + h.shape)
-        h = _lif(_fold(h), num_steps)
+        h = _lif(_fold(h), num_steps, self.lif_impl, self.lif_unroll)
         names = sorted({n.split(".")[0] for n in layers if "." in n})
         for name in names:
-            out = _lif(_ConvBN(layers[f"{name}.conv1"], self.conv_impl)(h, train), num_steps)
+            out = _lif(
+                _ConvBN(layers[f"{name}.conv1"], self.conv_impl)(h, train),
+                num_steps,
+                self.lif_impl,
+                self.lif_unroll,
+            )
             out = _ConvBN(layers[f"{name}.conv2"], self.conv_impl)(out, train)
             short = layers.get(f"{name}.short")
-            h = _lif(out + (_ConvBN(short, self.conv_impl)(h, train) if short else h), num_steps)
+            h = _lif(
+                out + (_ConvBN(short, self.conv_impl)(h, train) if short else h),
+                num_steps,
+                self.lif_impl,
+                self.lif_unroll,
+            )
         h = jnp.mean(h, axis=(1, 2))
-        h = _lif(nn.Dense(layers["fc1"].cout)(h), num_steps)
+        h = _lif(nn.Dense(layers["fc1"].cout)(h), num_steps, self.lif_impl, self.lif_unroll)
         logits = nn.Dense(self.num_classes)(h)
         return logits.reshape((num_steps, -1, self.num_classes))
 

@@ -89,11 +89,19 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
 
     from benchmarks import arch
 
-    name, batch, width = cfg["model"], int(cfg["batch"]), float(cfg["width"])
-    mode, steps, warmup = cfg["mode"], int(cfg["steps"]), int(cfg["warmup"])
+    name, batch, width = cfg["model"], int(cfg.get("batch", 1)), float(cfg["width"])
+    mode, steps, warmup = cfg["mode"], int(cfg.get("steps", 0)), int(cfg.get("warmup", 0))
     (h, w, c), num_steps = arch.INPUTS[name]
     num_steps = int(cfg.get("num_steps") or num_steps)
     model = _build_model(name, width, cfg.get("source", "reference"), cfg.get("options", {}))
+
+    if mode == "params":  # parameter count only, no compute
+        shape = (num_steps, 1, h, w, c) if name == "vgg_snn" else (1, h, w, c)
+        shapes = jax.eval_shape(
+            lambda: model.init(jax.random.key(0), jnp.zeros(shape), num_steps=num_steps)
+        )
+        n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(shapes["params"]))
+        return {"framework": "tks_jax", "model": name, "width": width, "params": n}
 
     rng = np.random.default_rng(0)
     if name == "vgg_snn":  # event frames: small non-negative counts, time-major

@@ -238,6 +238,35 @@ def lif(
         raise TypeError(f"lif() needs floating-point currents, got dtype {currents.dtype}.")
     _check_lif_args(tau, v_threshold)
     surrogate = get_surrogate(surrogate)
+    if not remat and isinstance(tau, int | float) and isinstance(v_threshold, int | float):
+        # Fast path: one custom VJP for the whole scan (same maths, fewer saved arrays).
+        spikes, membranes = _lif_scan(
+            currents, float(tau), float(v_threshold), surrogate, detach_reset,
+            return_membrane, unroll,
+        )
+    else:
+        spikes, membranes = _lif_autodiff(
+            currents, tau, v_threshold, surrogate, detach_reset, unroll, remat
+        )
+    if return_membrane:
+        return spikes, membranes
+    return spikes
+
+
+def _lif_autodiff(
+    currents: Array,
+    tau: float | Array,
+    v_threshold: float | Array,
+    surrogate: Surrogate,
+    detach_reset: bool,
+    unroll: int | bool,
+    remat: bool,
+) -> tuple[Array, Array]:
+    """The straightforward LIF: a per-step ``lax.scan`` differentiated by JAX (Eq. 1-2).
+
+    Used for ``remat`` and traced ``tau``/``v_threshold``, and as the reference of the fast
+    path in ``tests/test_perf_equivalence.py``.
+    """
     dtype = currents.dtype
 
     def step(u: Array, current: Array) -> tuple[Array, tuple[Array, Array]]:
@@ -250,6 +279,76 @@ def lif(
     body: Callable = jax.checkpoint(step) if remat else step
     u0 = jnp.zeros(currents.shape[1:], dtype)
     _, (spikes, membranes) = jax.lax.scan(body, u0, currents, unroll=unroll)
-    if return_membrane:
-        return spikes, membranes
-    return spikes
+    return spikes, membranes
+
+
+# --------------------------------------------------------------------------------------------
+# LIF with a hand-written backward over the whole scan (the path ``lif`` takes by default).
+#
+# Autodiff of the per-step scan saves several [T, ...] arrays per layer (the spike function's
+# input, the reset mask, the membrane before and after reset) and runs a generic reverse loop.
+# The backward of Eq. 1-2 needs only the charged membrane h_t (before reset): from it the
+# spike s_t = H(h_t - v_th) and the surrogate slope are recomputed. With g_s, g_u the incoming
+# cotangents of s_t and of the membrane after reset u_t (carried back in time):
+#
+#     g_h     = g_s * sg(h_t - v_th) + g_u * (1 - s_t)           # detach_reset
+#     g_h     = g_h - g_u * h_t * sg(h_t - v_th)                 # without detach_reset
+#     g_I_t   = g_h / tau,    g_u_{t-1} = g_h - g_h / tau        # Eq. 1
+#
+# The arithmetic mirrors what autodiff of ``step`` computes, so gradients agree to rounding
+# (tests/test_perf_equivalence.py).
+# --------------------------------------------------------------------------------------------
+
+
+def _lif_forward(currents, tau, v_threshold, unroll):
+    dtype = currents.dtype
+    tau_, vth_ = jnp.asarray(tau, dtype), jnp.asarray(v_threshold, dtype)
+
+    def step(u, current):
+        h = u + (current - u) / tau_  # Eq. 1
+        s = (h - vth_ > 0).astype(dtype)  # Eq. 2, strict
+        return h * (1 - s), (s, h)
+
+    u0 = jnp.zeros(currents.shape[1:], dtype)
+    _, (spikes, charged) = jax.lax.scan(step, u0, currents, unroll=unroll)
+    return spikes, charged
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5, 6))
+def _lif_scan(currents, tau, v_threshold, surrogate, detach_reset, with_membrane, unroll):
+    spikes, charged = _lif_forward(currents, tau, v_threshold, unroll)
+    return spikes, (charged * (1 - spikes) if with_membrane else None)
+
+
+def _lif_scan_fwd(currents, tau, v_threshold, surrogate, detach_reset, with_membrane, unroll):
+    spikes, charged = _lif_forward(currents, tau, v_threshold, unroll)
+    membranes = charged * (1 - spikes) if with_membrane else None
+    return (spikes, membranes), charged
+
+
+def _lif_scan_bwd(tau, v_threshold, surrogate, detach_reset, with_membrane, unroll, charged, g):
+    g_spikes, g_membranes = g
+    dtype = charged.dtype
+    tau_, vth_ = jnp.asarray(tau, dtype), jnp.asarray(v_threshold, dtype)
+
+    def step(g_u, inputs):
+        g_s, g_m, h = inputs
+        if g_m is not None:
+            g_u = g_u + g_m
+        x = h - vth_
+        s = (x > 0).astype(dtype)
+        slope = surrogate.grad(x).astype(dtype)
+        g_h = g_s * slope + g_u * (1 - s)
+        if not detach_reset:
+            g_h = g_h - (g_u * h) * slope
+        g_current = g_h / tau_
+        return g_h - g_h / tau_, g_current
+
+    g0 = jnp.zeros(charged.shape[1:], dtype)
+    _, g_currents = jax.lax.scan(
+        step, g0, (g_spikes, g_membranes, charged), reverse=True, unroll=unroll
+    )
+    return (g_currents,)
+
+
+_lif_scan.defvjp(_lif_scan_fwd, _lif_scan_bwd)

@@ -116,8 +116,8 @@ def _cpu_s() -> float:
 
 def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(0)
-    name, batch, width = cfg["model"], int(cfg["batch"]), float(cfg["width"])
-    mode, steps, warmup = cfg["mode"], int(cfg["steps"]), int(cfg["warmup"])
+    name, batch, width = cfg["model"], int(cfg.get("batch", 1)), float(cfg["width"])
+    mode, steps, warmup = cfg["mode"], int(cfg.get("steps", 0)), int(cfg.get("warmup", 0))
     (h, w, c), num_steps = arch.INPUTS[name]
     num_steps = int(cfg.get("num_steps") or num_steps)
     if name == "vgg_snn":
@@ -128,6 +128,8 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
         x = torch.randn(batch, c, h, w)
     y = torch.randint(0, arch.NUM_CLASSES, (batch,))
     n_params = sum(p.numel() for p in net.parameters())
+    if mode == "params":
+        return {"framework": "spikingjelly", "model": name, "width": width, "params": n_params}
 
     if mode == "train":
         net.train()

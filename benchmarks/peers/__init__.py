@@ -1,0 +1,1 @@
+"""SpikingJelly peer of the benchmark (its own venv) and the alternating runner."""
