@@ -12,7 +12,7 @@ Settings (``get_config('<setting>,<budget>')``):
   mnist_hard     static MNIST with a reduced training set, where accuracy stays well below the
                  ~99% ceiling (the issue's "harder regime").
   nmnist_synth   the simulated event-camera MNIST, T = 10 (``configs/nmnist_synth_default.py``).
-Budgets: ``full`` (the study, ~2 h on 2 CPU cores), ``quick`` (a reduced study, ~25 min),
+Budgets: ``full`` (the study, ~1-1.5 h on 2 CPU cores), ``quick`` (a reduced study, ~25 min),
 ``smoke`` (seconds; tests and notebooks).
 
 Everything except ``loss.name``, ``seed`` and (for the Fig. 3b sweep) ``num_steps`` is fixed by
