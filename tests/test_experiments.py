@@ -250,6 +250,9 @@ def test_aggregate_groups_and_table(fake_results):
     # Per-class accuracy of a class absent from the split (None) stays NaN -> null in JSON.
     saved = json.load(open(os.path.join(out, ablation.RESULTS_JSON)))
     assert saved["groups"]["mnist"]["tks"]["per_class_accuracy_first_step"]["mean"][-1] is None
+    summary = open(os.path.join(out, ablation.SUMMARY_MD)).read()
+    assert "--budget smoke" in summary and table in summary and "![fig5_tsne.png]" in summary
+    assert "| tks | 60.00 | 69.00 |" in summary  # the sweep table
     # 18 main runs of 2 s, 4 sweep runs of 1 s.
     assert results["total_run_wall_s"] == pytest.approx(18 * 2.0 + 4 * 1.0)
 

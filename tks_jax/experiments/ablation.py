@@ -72,6 +72,7 @@ STUDY_JSON = "study.json"
 RESULTS_JSON = "results.json"
 TABLE_MD = "table.md"
 CLAIMS_MD = "claims.md"
+SUMMARY_MD = "README.md"
 FEATURES_NPZ = "features.npz"
 
 
@@ -612,6 +613,44 @@ def format_claims(claims: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def format_summary(results: dict, out_dir: str) -> str:
+    """``README.md`` of a results folder: command, machine and time, table, claims, figures."""
+    sessions = results.get("sessions") or []
+    cmd = (f"python -m tks_jax.experiments.ablation --out {os.path.normpath(out_dir)} "
+           f"--budget {results.get('budget')}")
+    if sessions and sessions[-1].get("jobs", 1) > 1:
+        cmd += f" --jobs {sessions[-1]['jobs']}"
+    lines = [f"# Ablation study: budget `{results.get('budget')}`", "", "Command:", "",
+             f"    {cmd}", ""]
+    for s in sessions:
+        lines.append(f"- {s['started']}: {s['runs_trained']} runs trained in "
+                     f"{s['wall_s'] / 60:.1f} min wall-clock with {s['jobs']} job(s) on "
+                     f"{s['machine']}.")
+    lines += [
+        f"- Sum over runs: {results['total_run_wall_s'] / 60:.1f} min of run wall-clock, "
+        f"{results['total_run_cpu_s'] / 60:.1f} CPU-min ({len(results['runs'])} runs).", "",
+        "## Results (mean ± std over seeds; last step, no selection on the test split)", "",
+        "Top-1 of `argmax mean_t z_t`; AURC x1000 with max-logit confidence (the paper's); "
+        "first step only = accuracy of `argmax z_1`; silhouette of the time-averaged "
+        "penultimate features of test examples (higher = classes better separated).", "",
+        format_table(results["groups"]), "## The paper's claims here", "",
+        format_claims(results["claims"]), "## Figures", "",
+    ]
+    for name in ("fig3a_fewer_steps.png", "fig3b_same_T.png", "fig4_per_step.png",
+                 "fig5_tsne.png", "per_class_first_step.png"):
+        if os.path.exists(os.path.join(out_dir, name)):
+            lines.append(f"![{name}]({name})")
+    if results.get("sweep"):
+        lines += ["", "Same-T sweep (Fig. 3b, seed 0), top-1 (%):", "",
+                  "| loss | " + " | ".join(f"T={t}" for t in next(iter(
+                      results["sweep"].values()))) + " |",
+                  "|---|" + "---|" * len(next(iter(results["sweep"].values())))]
+        for loss, per_t in results["sweep"].items():
+            lines.append(f"| {loss} | " + " | ".join(f"{100 * v:.2f}" for v in per_t.values())
+                         + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _tsne_files(out_dir: str, runs: dict[str, dict], log) -> dict[str, str]:
     """t-SNE of the seed-0 runs of TSNE_LOSSES per setting (cached in ``tsne/``)."""
     paths = {}
@@ -673,6 +712,8 @@ def aggregate(out_dir: str, *, log: Callable[[str], None] = print) -> dict[str, 
     with open(os.path.join(out_dir, CLAIMS_MD), "w") as f:
         f.write(format_claims(claims))
     figures.draw_all(results, out_dir)
+    with open(os.path.join(out_dir, SUMMARY_MD), "w") as f:
+        f.write(format_summary(results, out_dir))
     log(format_table(groups))
     log(format_claims(claims))
     return results
