@@ -308,7 +308,8 @@ def run_one(spec: RunSpec, out_dir: str, budget: str, *, feature_examples: int) 
     t0, c0 = time.time(), time.process_time()
     result = loop_lib.train_and_evaluate(config, workdir)
     if result["preempted"]:
-        raise KeyboardInterrupt(f"Run {spec.name} was stopped by SIGTERM; re-run to resume.")
+        raise RuntimeError(f"Run {spec.name} was stopped by SIGTERM after a checkpoint; re-run "
+                           "the same command to resume it.")
     data = extract_features(workdir, config, feature_examples)
     np.savez_compressed(os.path.join(workdir, FEATURES_NPZ), **data)
     record = {
