@@ -102,14 +102,20 @@ def test_resume_after_kill_is_bitwise_identical(straight_run, tmp_path):
 
 
 def test_sigterm_saves_and_stops(tmp_path):
-    hook = lambda step, m: os.kill(os.getpid(), signal.SIGTERM) if step == 1 else None
+    before = signal.getsignal(signal.SIGTERM)
+    hook = lambda step, m: os.kill(os.getpid(), signal.SIGTERM) if step in (1, 2) else None
     result = _train(tmp_path, hooks=[hook])
     assert result["preempted"] and result["step"] == 1 and result["eval"] is None
     assert os.listdir(tmp_path / "checkpoints") == ["1"]
-    assert signal.getsignal(signal.SIGTERM) is not None  # previous handler restored
+    assert signal.getsignal(signal.SIGTERM) is before  # previous handler restored
+    # Preempted again right after the periodic checkpoint of step 2: no duplicate save.
+    seen, rec = _recorder()
+    result = _train(tmp_path, hooks=[rec, hook])
+    assert [s[0] for s in seen] == [2] and result["preempted"] and result["step"] == 2
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
     seen, rec = _recorder()
     result = _train(tmp_path, hooks=[rec])
-    assert [s[0] for s in seen] == [2, 3, 4] and not result["preempted"]
+    assert [s[0] for s in seen] == [3, 4] and not result["preempted"]
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

@@ -280,7 +280,8 @@ def train_and_evaluate(
 
     def save() -> None:
         check_finite()
-        checkpointing.save(manager, int(step), state, train_iter)
+        if manager.latest_step() != step:  # e.g. SIGTERM right after a periodic save
+            checkpointing.save(manager, int(step), state, train_iter)
 
     # --- Loop -----------------------------------------------------------------------------
     try:
