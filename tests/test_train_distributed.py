@@ -29,6 +29,13 @@ import train_testlib as tl
 from tks_jax import train_lib
 from tks_jax.training import loop
 config = ml_collections.ConfigDict(json.load(open(cfg_path)))
+if mode == "devices8":  # a batch that does not split over 8 devices is refused up front
+    bad = ml_collections.ConfigDict(config.to_dict())
+    bad.batch_size = 12
+    try:
+        train_lib.train_and_evaluate(bad, workdir + "_bad", model=tl.tiny_model())
+    except ValueError as e:
+        print("BATCH_ERROR", e)
 losses = []
 result = train_lib.train_and_evaluate(
     config, workdir, model=tl.tiny_model(),
@@ -70,6 +77,8 @@ def test_eight_devices_match_one(single_device, tmp_path):
     proc = tl.run_child(CHILD, "devices8", cfg, str(tmp_path / "run"), out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "DEVICES 8 PROCESSES 1" in proc.stdout
+    assert ("BATCH_ERROR Invalid config: batch_size=12 is not divisible by the number of "
+            "devices (8)") in proc.stdout
     _compare(single_device, out)
     # A checkpoint written by 8 devices restores onto this single-device process.
     rep = loop.evaluate_workdir(str(tmp_path / "run"), model=tl.tiny_model())
