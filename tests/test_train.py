@@ -14,7 +14,7 @@ import pytest
 import train_testlib as tl
 
 from tks_jax import report, train_lib
-from tks_jax.training import config_lib
+from tks_jax.training import config_lib, loop, sharding
 
 pytestmark = pytest.mark.slow
 
@@ -36,12 +36,14 @@ def straight_run(tmp_path_factory):
     """4 steps (2 epochs of 2 steps) without interruption."""
     workdir = tmp_path_factory.mktemp("straight")
     seen, hook = _recorder()
-    result = _train(workdir, hooks=[hook])
-    return workdir, result, seen
+    model = tl.tiny_model()
+    config = tl.tiny_config(eval_every_epochs=1)  # a runtime key: resuming runs may differ
+    result = train_lib.train_and_evaluate(config, str(workdir), model=model, step_hooks=[hook])
+    return workdir, result, seen, model
 
 
 def test_two_epochs_compile_once_with_epoch_schedules(straight_run):
-    workdir, result, seen = straight_run
+    workdir, result, seen, _ = straight_run
     assert result["step"] == 4 and not result["preempted"]
     assert result["train_step_traces"] == 1  # lam changed at the epoch boundary: no retrace
     # lam(epoch) = 0.7 * epoch / 2 (spec section 4), constant within an epoch.
@@ -55,7 +57,7 @@ def test_two_epochs_compile_once_with_epoch_schedules(straight_run):
 
 
 def test_report_and_logs_written(straight_run):
-    workdir, result, _ = straight_run
+    workdir, result, _, model = straight_run
     rep = report.load_report(result["report_dir"])
     m = rep["metrics"]
     assert m["num_examples"] == 16 and len(m["first_k_accuracy"]) == 2
@@ -65,7 +67,11 @@ def test_report_and_logs_written(straight_run):
         assert os.path.getsize(os.path.join(result["report_dir"], name)) > 0
     lines = [json.loads(x) for x in open(os.path.join(workdir, "metrics.jsonl"))]
     assert [x["step"] for x in lines if x["split"] == "train"] == [1, 2, 3, 4]
-    assert any(x["split"] == "eval" and "aurc_logit" in x for x in lines)
+    # Evaluated after epoch 1 and at the end, with one compiled eval step.
+    assert [x["step"] for x in lines if x["split"] == "eval"] == [2, 4]
+    assert all("aurc_logit" in x for x in lines if x["split"] == "eval")
+    eval_step = loop._jitted_eval_step(model, 2, sharding.make_mesh())
+    assert eval_step._cache_size() == 1
     config = json.load(open(os.path.join(workdir, "config.json")))
     assert config["loss"]["name"] == "tks" and config["num_steps"] == 2
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints")))[-1] == "4"

@@ -64,3 +64,12 @@ def test_cifar10_config_on_mock_data(tmp_path):
     rep = report.load_report(result["report_dir"])
     assert rep["run"]["model"] == "resnet19" and rep["metrics"]["num_examples"] == 16
     assert rep["run"]["paper"]["tks"]["top1"] == 96.35
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path):
+    """An unprepared data set stops train.py before any compilation, exit code 1."""
+    proc = _run("train.py", "--config", "configs/cifar10_resnet19.py", "--workdir",
+                str(tmp_path / "run"), f"--config.data.data_dir={tmp_path / 'empty'}")
+    assert proc.returncode == 1
+    assert "error:" in proc.stderr and "cifar10" in proc.stderr
+    assert "Traceback" not in proc.stderr
