@@ -160,6 +160,10 @@ def test_incompatible_workdir_refused(tmp_path):
     c = _get("cifar10_resnet19")
     assert not config_lib.check_workdir(str(tmp_path), c)  # empty: a new run
     (tmp_path / "config.json").write_text(json.dumps(c.to_dict()))
+    c.loss.temperature = 2.0
+    assert not config_lib.check_workdir(str(tmp_path), c)  # no checkpoint yet: a new run
+    c.loss.temperature = 3.0
+    (tmp_path / "checkpoints" / "10").mkdir(parents=True)
     assert config_lib.check_workdir(str(tmp_path), c)  # same config: resume
     c.log_every_steps = 7  # runtime keys may change on resume
     assert config_lib.check_workdir(str(tmp_path), c)
@@ -169,6 +173,10 @@ def test_incompatible_workdir_refused(tmp_path):
         config_lib.check_workdir(str(tmp_path), c)
     c.overwrite = True
     assert not config_lib.check_workdir(str(tmp_path), c)  # overwrite: start afresh
+    c.overwrite = False
+    (tmp_path / "config.json").unlink()  # checkpoints of an unknown config are not discarded
+    with pytest.raises(ValueError, match="holds checkpoints but no config.json"):
+        config_lib.check_workdir(str(tmp_path), c)
 
 
 def test_smoke_arg_and_unknown_arg():

@@ -167,21 +167,31 @@ def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[s
 
 
 CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
 
 
 def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
     """Refuses a workdir holding a run with an incompatible config.
 
     Returns:
-      True when the workdir holds a compatible run (resume), False when it is new/empty.
+      True when the workdir holds a compatible run (resume), False when it holds no checkpoint
+      yet (a new run; its files are replaced).
 
     Raises:
       ValueError: if the stored config differs in a key that changes training, unless
         ``config.overwrite`` is True (the caller then discards the old run).
     """
     path = os.path.join(workdir, CONFIG_FILE)
+    checkpoints = os.path.join(workdir, CHECKPOINT_DIR)
+    if not (os.path.isdir(checkpoints) and os.listdir(checkpoints)):
+        return False  # nothing trained yet (e.g. a first attempt failed on missing data)
     if not os.path.exists(path):
-        return False
+        if config.get("overwrite", False):
+            return False
+        raise ValueError(
+            f"Workdir {workdir!r} holds checkpoints but no {CONFIG_FILE}, so its config cannot "
+            "be checked. Use a new --workdir, or pass --config.overwrite=True to discard it."
+        )
     with open(path) as f:
         old = json.load(f)
     diffs = config_differences(old, config.to_dict())
