@@ -218,8 +218,12 @@ def lif(
       return_membrane: also return the membrane after reset, ``[T, ...]`` (SpikingJelly's
         ``v_seq``).
       unroll: passed to ``jax.lax.scan``.
-      remat: rematerialise each step in the backward pass (``jax.checkpoint``), trading
-        compute for memory when T is large.
+      remat: rematerialise each step in the backward pass, trading compute for memory when
+        T is large. With Python-number ``tau`` and ``v_threshold`` every call already stores
+        only the charged membrane (one ``[T, ...]`` array) and recomputes spikes and surrogate
+        slopes in the backward; ``remat`` matters for traced ``tau``/``v_threshold`` (a
+        ``jax.checkpoint`` per step). To also drop the conv/norm activations, rematerialise
+        whole layers (the models' ``remat`` option).
 
     Returns:
       Spikes ``[T, ...]`` in the dtype of ``currents``; with ``return_membrane`` a tuple
@@ -238,8 +242,10 @@ def lif(
         raise TypeError(f"lif() needs floating-point currents, got dtype {currents.dtype}.")
     _check_lif_args(tau, v_threshold)
     surrogate = get_surrogate(surrogate)
-    if not remat and isinstance(tau, int | float) and isinstance(v_threshold, int | float):
-        # Fast path: one custom VJP for the whole scan (same maths, fewer saved arrays).
+    if isinstance(tau, int | float) and isinstance(v_threshold, int | float):
+        # Fast path: one custom VJP for the whole scan (same maths, one saved [T, ...] array,
+        # spikes and slopes recomputed in the backward). It already stores no more than the
+        # per-step remat of the scan would (one membrane per step), so ``remat`` takes it too.
         spikes, membranes = _lif_scan(
             currents, float(tau), float(v_threshold), surrogate, detach_reset,
             return_membrane, unroll,
