@@ -134,3 +134,121 @@ def test_lif_traced_tau_takes_the_autodiff_path():
     x = _currents((4, 6), seed=7)
     g = jax.grad(lambda tau: jnp.sum(spiking.lif(x, tau=tau, return_membrane=True)[1]))(2.0)
     assert np.isfinite(float(g)) and float(g) != 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Convolution with the GEMM weight gradient (tks_jax.models.layers).
+# --------------------------------------------------------------------------------------------
+
+
+def _lax_conv(x, w, strides, padding):
+    return jax.lax.conv_general_dilated(
+        x, w, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+@pytest.mark.parametrize(
+    "kernel,stride,hw,chunk_bytes",
+    [(3, 1, 6, None), (3, 2, 7, None), (1, 2, 6, None), (3, 1, 5, 1), (3, 1, 6, 4000)],
+)
+def test_conv_gemm_weight_grad_matches_lax(monkeypatch, kernel, stride, hw, chunk_bytes):
+    from tks_jax.models import layers
+
+    if chunk_bytes is not None:  # force the chunked scan over the batch (1 or a few samples)
+        monkeypatch.setattr(layers, "_WGRAD_CHUNK_BYTES", chunk_bytes)
+    rng = np.random.default_rng(10)
+    x = jnp.asarray(rng.normal(size=(4, hw, hw, 3)).astype(np.float32))
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 5)).astype(np.float32))
+    pad = kernel // 2
+    padding = ((pad, pad), (pad, pad))
+    dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+
+    def fast(x, w):
+        return layers._conv_general_dilated(x, w, (stride, stride), padding, None, None, dn)
+
+    ref_out = _lax_conv(x, w, (stride, stride), padding)
+    out = jax.jit(fast)(x, w)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref_out), rtol=1e-5, atol=1e-5)
+    cot = jnp.asarray(rng.normal(size=ref_out.shape).astype(np.float32))
+    g_ref = jax.vjp(lambda x, w: _lax_conv(x, w, (stride, stride), padding), x, w)[1](cot)
+    g_fast = jax.jit(lambda x, w, c: jax.vjp(fast, x, w)[1](c))(x, w, cot)
+    for a, b in zip(g_fast, g_ref, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
+
+
+def test_conv_weight_grad_against_numpy():
+    # dW[i, j, c, o] = sum_{n, h, w} xpad[n, h + i, w + j, c] * g[n, h, w, o], written out.
+    from tks_jax.models import layers
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(2, 4, 4, 2))
+    g = rng.normal(size=(2, 4, 4, 3))
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    dw_np = np.zeros((3, 3, 2, 3))
+    for i in range(3):
+        for j in range(3):
+            dw_np[i, j] = np.einsum("nhwc,nhwo->co", xp[:, i : i + 4, j : j + 4], g)
+    dn = jax.lax.conv_dimension_numbers((2, 4, 4, 2), (3, 3, 2, 3), ("NHWC", "HWIO", "NHWC"))
+    w = jnp.zeros((3, 3, 2, 3), jnp.float32)
+    _, vjp = jax.vjp(
+        lambda w: layers._conv_general_dilated(
+            jnp.asarray(x, jnp.float32), w, (1, 1), ((1, 1), (1, 1)), None, None, dn
+        ),
+        w,
+    )
+    (dw,) = vjp(jnp.asarray(g, jnp.float32))
+    np.testing.assert_allclose(np.asarray(dw), dw_np, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_module_gradients_match_plain_flax_conv():
+    # The zoo's Conv layer (GEMM weight gradient inside) against flax.linen.Conv with XLA's
+    # own convolution, on the same parameters.
+    import flax.linen as nn
+
+    from tks_jax.models import layers
+
+    x = jnp.asarray(np.random.default_rng(12).normal(size=(2, 3, 6, 6, 4)).astype(np.float32))
+    mod = layers.Conv(features=8, kernel_size=3, strides=2)
+    params = mod.init(jax.random.key(0), x)["params"]
+    plain = nn.Conv(8, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False)
+
+    def loss_fast(p):
+        return jnp.sum(jnp.sin(mod.apply({"params": p}, x)))
+
+    def loss_plain(p):
+        y = plain.apply({"params": p["conv"]}, x.reshape((6, 6, 6, 4)))
+        return jnp.sum(jnp.sin(y))
+
+    np.testing.assert_allclose(loss_fast(params), loss_plain(params), rtol=1e-5)
+    g_fast = jax.grad(loss_fast)(params)["conv"]["kernel"]
+    g_plain = jax.grad(loss_plain)(params)["conv"]["kernel"]
+    np.testing.assert_allclose(np.asarray(g_fast), np.asarray(g_plain), rtol=1e-4, atol=1e-5)
+
+
+def test_model_remat_recomputes_units_and_keeps_gradients():
+    # remat=True rematerialises whole conv-norm-LIF units (a checkpoint in the jaxpr) with the
+    # same parameter tree and the same gradients as remat=False.
+    from tks_jax import losses, models
+
+    x = jnp.asarray(np.random.default_rng(13).poisson(0.5, (2, 2, 16, 16, 2)).astype(np.float32))
+    y = jnp.array([1, 2])
+    grads, jaxprs = [], []
+    for remat in (False, True):
+        model = models.get_model("vgg_snn", num_classes=4, width=0.125, remat=remat)
+        variables = model.init(jax.random.key(0), x, num_steps=2, train=False)
+
+        def loss(p, model=model, variables=variables):
+            logits, _ = model.apply(
+                {"params": p, "batch_stats": variables["batch_stats"]},
+                x, num_steps=2, train=True, mutable=["batch_stats"],
+            )
+            return losses.mean_ce(logits, y)
+
+        grad_fn = jax.grad(loss)
+        jaxprs.append(str(jax.make_jaxpr(grad_fn)(variables["params"])))
+        grads.append(jax.jit(grad_fn)(variables["params"]))
+    assert jax.tree.structure(grads[0]) == jax.tree.structure(grads[1])
+    assert "checkpoint" in jaxprs[1] or "remat" in jaxprs[1]
+    assert "checkpoint" not in jaxprs[0] and "remat" not in jaxprs[0]
+    for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)

@@ -103,9 +103,17 @@ class ConvNormLIF(nn.Module):
           Spikes ``[T, B, H', W', features]``.
         """
         cfg = self.config
-        y = cfg.make_conv(self.features, self.kernel_size, self.strides, name="conv")(x)
-        y = cfg.make_norm(self.alpha, name="norm")(y, train=train, num_steps=num_steps)
-        return cfg.make_lif(name="lif")(y)
+
+        def unit(mdl: ConvNormLIF, x: Array) -> Array:
+            y = cfg.make_conv(mdl.features, mdl.kernel_size, mdl.strides, name="conv")(x)
+            y = cfg.make_norm(mdl.alpha, name="norm")(y, train=train, num_steps=num_steps)
+            return cfg.make_lif(name="lif")(y)
+
+        if cfg.remat:
+            # Recompute conv, norm and LIF in the backward pass: only the unit's input is
+            # stored (same parameter tree). VGG-SNN T=32: peak memory 0.78x, time +9% (issue 6).
+            unit = nn.remat(unit)
+        return unit(self, x)
 
 
 class SpikingNet(nn.Module):
