@@ -428,10 +428,12 @@ def _mean_std_curve(curves: Sequence[Sequence[float]]) -> dict[str, Any]:
 def silhouette(features: np.ndarray, labels: np.ndarray) -> float:
     """Silhouette score (euclidean) of the classes in feature space: higher = better separated."""
     from sklearn.metrics import silhouette_score
+    from threadpoolctl import threadpool_limits
 
     if len(np.unique(labels)) < 2:
         return float("nan")
-    return float(silhouette_score(features, labels, metric="euclidean"))
+    with threadpool_limits(limits=1):
+        return float(silhouette_score(features, labels, metric="euclidean"))
 
 
 def tsne_embedding(features: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -448,9 +450,13 @@ def tsne_embedding(features: np.ndarray, seed: int = 0) -> np.ndarray:
     if float(features.std(0).max(initial=0.0)) == 0.0:
         return np.zeros((len(features), 2), np.float32)
 
+    from threadpoolctl import threadpool_limits
+
     perplexity = float(min(30.0, max(2.0, (len(features) - 1) / 3)))
     tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
-    return tsne.fit_transform(features).astype(np.float32)
+    # One thread: OpenMP workers spin and crawl when the cores are busy (e.g. parallel runs).
+    with threadpool_limits(limits=1):
+        return tsne.fit_transform(features).astype(np.float32)
 
 
 def _run_summary(out_dir: str, rec: dict) -> dict:
