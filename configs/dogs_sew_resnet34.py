@@ -13,20 +13,14 @@ Hardware: meant for one or a few GPUs (224x224 at T = 4); not measured here.
 
 import ml_collections
 
-from configs.common import apply_arg, base_config
+from configs.common import apply_arg, fine_grained_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = base_config(
+    config = fine_grained_config(
         experiment="dogs_sew_resnet34",
         dataset="stanford_dogs",
         model="sew_resnet34",
-        num_steps=4,  # T
         num_classes_hint=120,
-        temperature=3.0,  # tau_kd for fine-grained data (spec section 4)
-        lambda_peak=0.7,  # static images (spec section 4)
-        norm="bn",  # SEW-ResNet uses plain BN (spec section 7)
     )
-    config.model.connect = "add"  # SEW connect function ADD (spec section 7)
-    config.num_epochs = 300  # (choice) not in the spec
     return apply_arg(config, arg)
