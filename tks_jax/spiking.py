@@ -270,8 +270,9 @@ def _lif_autodiff(
 ) -> tuple[Array, Array]:
     """The straightforward LIF: a per-step ``lax.scan`` differentiated by JAX (Eq. 1-2).
 
-    Used for ``remat`` and traced ``tau``/``v_threshold``, and as the reference of the fast
-    path in ``tests/test_perf_equivalence.py``.
+    Used when ``tau`` or ``v_threshold`` is not a Python number (traced, for example), then
+    with a per-step ``jax.checkpoint`` if ``remat``; also the reference of the fast path in
+    ``tests/test_perf_equivalence.py``.
     """
     dtype = currents.dtype
 
