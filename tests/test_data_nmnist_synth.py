@@ -135,3 +135,40 @@ def test_prepare_store_and_load(tmp_path):
     assert out["image"].shape == (5, 34, 34, 2) and out["image"].sum() == test[2]["t"].size
     with pytest.raises(ValueError, match="unexpected"):
         ed.prepare_event_dataset("nmnist_synth", data_dir=str(tmp_path / "x"), frames=3)
+
+
+def _prepare_in_subprocess(data_dir, seed):
+    """Runs in a spawned process: prepares the tiny store and returns the first record."""
+    import time
+
+    simulate = ns.simulate
+
+    def slow_simulate(*args, **kwargs):  # widen the race window: both start before either ends
+        time.sleep(3)
+        yield from simulate(*args, **kwargs)
+
+    ns.simulate = slow_simulate
+    train_images, test_images = _synthetic_digits(12, 2), _synthetic_digits(5, 3)
+    arrays = {"train": (train_images, np.arange(12) % 10), "test": (test_images, np.arange(5))}
+    ed.prepare_event_dataset("nmnist_synth", data_dir=data_dir, arrays=arrays, num_train=9,
+                             seed=seed)
+    train, _ = ed.get_event_source("nmnist_synth", "train", data_dir, auto_prepare=False)
+    return len(train), train[0]["t"].tolist()
+
+
+def test_concurrent_preparers_do_not_collide(tmp_path):
+    # Two processes preparing the same dataset at once (parallel runs of the ablation study)
+    # used to fail in the second one with "FileExistsError: Cannot rename ... incomplete";
+    # with the prepare lock both return the one dataset the first of them wrote.
+    import concurrent.futures
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as pool:
+        futures = [pool.submit(_prepare_in_subprocess, str(tmp_path), 1) for _ in range(2)]
+        results = [f.result(timeout=300) for f in futures]
+    assert results[0] == results[1] and results[0][0] == 9
+    want = next(iter(ns.simulate(_synthetic_digits(12, 2)[:1], seed=1, split_id=0)))
+    assert results[0][1] == want["t"].tolist()
+    leftovers = [p.name for p in (tmp_path / "nmnist_synth").iterdir() if p.name != "1.0.0"]
+    assert leftovers == []

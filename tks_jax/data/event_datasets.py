@@ -54,7 +54,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from tks_jax.data import events as events_lib
-from tks_jax.data import nmnist_synth
+from tks_jax.data import locking, nmnist_synth
 
 DATA_DIR_ENV = "TKS_DATA_DIR"
 SPLITS = ("train", "test")
@@ -467,6 +467,14 @@ def prepare_event_dataset(
     data_dir = _resolve_data_dir(data_dir)
     if is_prepared(name, data_dir):
         return dataset_dir(name, data_dir)
+    # One preparer at a time; a process that waited finds the dataset ready.
+    with locking.prepare_lock(data_dir, name):
+        if is_prepared(name, data_dir):
+            return dataset_dir(name, data_dir)
+        return _prepare_unlocked(spec, name, data_dir, manual_dir, kwargs)
+
+
+def _prepare_unlocked(spec, name, data_dir, manual_dir, kwargs) -> str:
     if spec.file_suffix is None:
         unknown = set(kwargs) - {"num_train", "num_test", "seed", "arrays"}
         if unknown or manual_dir is not None:

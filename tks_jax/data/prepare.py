@@ -71,11 +71,16 @@ def prepare(name: str, *, data_dir: str | None = None, manual_dir: str | None = 
     _require_tensorflow(name)
     import tensorflow_datasets as tfds
 
+    from tks_jax.data import locking
+
     builder = tfds.builder(spec.tfds_name, data_dir=data_dir, file_format="array_record")
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir),
-        file_format="array_record",
-    )
+    with locking.prepare_lock(builder.data_dir_root, spec.tfds_name):
+        # Another process may have finished it while this one waited for the lock.
+        builder = tfds.builder(spec.tfds_name, data_dir=data_dir, file_format="array_record")
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir),
+            file_format="array_record",
+        )
     return str(builder.data_dir)
 
 
