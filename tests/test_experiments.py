@@ -351,3 +351,38 @@ def test_run_study_end_to_end(tmp_path, monkeypatch):
     assert again["sweep"] == results["sweep"]
     assert len(json.load(open(os.path.join(out, ablation.STUDY_JSON)))["sessions"]) == 2
 
+
+
+def test_failed_run_does_not_stop_the_study(tmp_path, monkeypatch):
+    make_config = ablation.make_config
+    broken = {"nmnist_synth_baseline_T2_s0"}
+
+    def config(spec, budget):
+        c = make_config(spec, budget)
+        c.data.name = "no_such_dataset" if spec.name in broken else "synthetic_events"
+        c.data.image_shape = (16, 16, 2)
+        c.data.num_classes = 3
+        c.data.synthetic_examples = 16
+        c.data.max_train_examples = None
+        c.data.max_eval_examples = None
+        c.batch_size = c.eval_batch_size = 8
+        c.num_epochs = 1
+        return c
+
+    monkeypatch.setattr(ablation, "make_config", config)
+    out = str(tmp_path / "study")
+    kwargs = dict(budget="smoke", studies=["sweep"], seeds=[0], sweep_steps=[2],
+                  feature_examples=8, log=lambda line: None)
+    with pytest.raises(RuntimeError, match=r"1 of 2 runs failed[\s\S]*baseline_T2_s0"):
+        ablation.run_study(out, **kwargs)
+    runs = os.path.join(out, "runs")
+    assert os.path.exists(os.path.join(runs, "nmnist_synth_tks_T2_s0", ablation.RUN_JSON))
+    assert not os.path.exists(os.path.join(runs, "nmnist_synth_baseline_T2_s0", ablation.RUN_JSON))
+    study = json.load(open(os.path.join(out, ablation.STUDY_JSON)))
+    assert study["sessions"][-1]["failed"] == ["nmnist_synth_baseline_T2_s0"]
+    # Fixed, the same call trains only the failed run.
+    broken.clear()
+    lines = []
+    results = ablation.run_study(out, **{**kwargs, "log": lines.append})
+    assert "1 already finished" in lines[0]
+    assert set(results["runs"]) == {"nmnist_synth_baseline_T2_s0", "nmnist_synth_tks_T2_s0"}

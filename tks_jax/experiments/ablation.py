@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib
 import json
 import math
@@ -374,29 +375,49 @@ def run_study(
                                                                 RUN_JSON))]
     log(f"{len(specs)} runs planned, {len(specs) - len(todo)} already finished; budget {budget}.")
     args = [(s, out_dir, budget, n_feat) for s in todo]
+    # A failed run does not stop the others: it is reported, the finished runs are aggregated,
+    # and the study ends with an error naming the failures (re-running retries only them).
+    failed: list[tuple[str, str]] = []
+
+    def done(i: int, name: str, get_record: Callable[[], dict[str, Any]]) -> None:
+        try:
+            rec = get_record()
+        except Exception as e:  # noqa: BLE001 - reported below, the study goes on
+            failed.append((name, f"{type(e).__name__}: {e}"))
+            log(f"[{i + 1}/{len(todo)}] {name}: FAILED ({type(e).__name__}: {e})")
+            return
+        log(f"[{i + 1}/{len(todo)}] {rec['name']}: {rec['wall_s']:.0f} s")
+
     if jobs == 1 or len(todo) <= 1:
         for i, a in enumerate(args):
-            rec = _run_in_worker(a)
-            log(f"[{i + 1}/{len(todo)}] {rec['name']}: {rec['wall_s']:.0f} s")
+            done(i, a[0].name, functools.partial(_run_in_worker, a))
     else:
         import concurrent.futures
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")  # a fresh JAX runtime per worker
         with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
-            futures = [pool.submit(_run_in_worker, a) for a in args]
+            futures = {pool.submit(_run_in_worker, a): a[0].name for a in args}
             for i, fut in enumerate(concurrent.futures.as_completed(futures)):
-                rec = fut.result()
-                log(f"[{i + 1}/{len(todo)}] {rec['name']}: {rec['wall_s']:.0f} s")
+                done(i, futures[fut], fut.result)
     study["sessions"].append({
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(start)),
         "wall_s": time.time() - start, "runs_trained": len(todo), "jobs": jobs,
         "studies": list(studies), "seeds": list(seeds), "losses": list(losses),
         "sweep_steps": list(sweep_steps), "machine": machine_description(),
     })
+    if failed:
+        study["sessions"][-1]["failed"] = [name for name, _ in failed]
     with open(os.path.join(out_dir, STUDY_JSON), "w") as f:
         json.dump(study, f, indent=2)
-    return aggregate(out_dir, log=log)
+    result = aggregate(out_dir, log=log)
+    if failed:
+        raise RuntimeError(
+            f"{len(failed)} of {len(todo)} runs failed (the others are aggregated in "
+            f"{out_dir}); re-run the same command to retry them:\n"
+            + "\n".join(f"  {name}: {err}" for name, err in failed)
+        )
+    return result
 
 
 def machine_description() -> str:
