@@ -653,7 +653,9 @@ def format_summary(results: dict, out_dir: str) -> str:
     for s in sessions:
         lines.append(f"- {s['started']}: {s['runs_trained']} runs trained in "
                      f"{s['wall_s'] / 60:.1f} min wall-clock with {s['jobs']} job(s) on "
-                     f"{s['machine']}.")
+                     f"{s['machine']}"
+                     + (f"; failed: {', '.join(s['failed'])}" if s.get("failed") else "")
+                     + (f" ({s['note']})" if s.get("note") else "") + ".")
     lines += [
         f"- Sum over runs: {results['total_run_wall_s'] / 60:.1f} min of run wall-clock, "
         f"{results['total_run_cpu_s'] / 60:.1f} CPU-min ({len(results['runs'])} runs).", "",
