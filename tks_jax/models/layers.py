@@ -51,8 +51,8 @@ torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "unifo
 # --------------------------------------------------------------------------------------------
 
 # Bytes of one chunk's im2col buffer: bounds the extra memory of the weight gradient. Measured
-# on VGG-SNN / ResNet-19 shapes (benchmarks/README.md): 8-16 MB chunks run the weight gradient
-# 15-30 % faster than 64 MB (the buffer stays in cache), and 8 MB has the lowest peak memory.
+# with benchmarks/wgrad_layout.py: 8-16 MB chunks run the weight gradient of large-image layers
+# up to 25 % faster than 64 MB (the buffer stays in cache), and 8 MB has the lowest peak memory.
 _WGRAD_CHUNK_BYTES = 8 * 2**20
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -61,8 +61,7 @@ def _im2col_weight_grad(x: Array, g: Array, kernel_shape, strides, padding) -> A
     """``dW[i, j, c, o] = sum_{n, h, w} xpad[n, s*h + i, s*w + j, c] * g[n, h, w, o]``.
 
     Channel-major im2col: ``[kh*kw*Cin, N*Ho*Wo] @ [N*Ho*Wo, Cout]``, a plain GEMM (the
-    row-major ``[N*Ho*Wo, kh*kw*Cin]`` contracted on its first axis, a transposed GEMM, was
-    slower per step).
+    row-major ``[N*Ho*Wo, kh*kw*Cin]`` contracted on its first axis runs at the same speed).
     """
     kh, kw, cin, cout = kernel_shape
     sh, sw = strides
