@@ -3,7 +3,9 @@
     python train.py --config configs/cifar10_resnet19.py --workdir runs/cifar10_resnet19 \
         [--config.loss.name=baseline] [--config.smoke=True]
 
-Re-running the same command resumes from the latest checkpoint in ``--workdir``.
+Re-running the same command resumes from the latest checkpoint in ``--workdir``. On jaxlib 0.10
+CPU, XLA's memory-minimising scheduler is switched on unless ``XLA_FLAGS`` already sets it or
+``TKS_KEEP_XLA_FLAGS=1`` (``tks_jax/training/xla_env.py``).
 """
 
 import sys
@@ -12,6 +14,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from tks_jax import report, train_lib
+from tks_jax.training import xla_env
 from tks_jax.training.logger import quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -25,6 +28,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     quiet_library_logs()
+    # Before the first JAX computation: XLA reads XLA_FLAGS when it creates the backend.
+    flags = xla_env.apply_recommended_xla_flags()
+    if flags:
+        logging.info("XLA_FLAGS=%s (set %s=1 to keep yours unchanged)", flags, xla_env.OPT_OUT_ENV)
     try:
         result = train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except (ValueError, FileNotFoundError, train_lib.NonFiniteLossError) as e:

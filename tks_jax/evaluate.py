@@ -21,10 +21,11 @@ def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from tks_jax import report
-    from tks_jax.training import loop
+    from tks_jax.training import loop, xla_env
     from tks_jax.training.logger import quiet_library_logs
 
     quiet_library_logs()
+    xla_env.apply_recommended_xla_flags()  # before the first JAX computation (see train.py)
 
     try:
         rep = loop.evaluate_workdir(_WORKDIR.value, num_steps=_NUM_STEPS.value, split=_SPLIT.value)

@@ -1,0 +1,64 @@
+"""train.py's default XLA flags: added only when safe, never over the user's choice."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tks_jax.training import xla_env
+
+FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+
+
+@pytest.mark.parametrize(
+    "env,version,want",
+    [
+        ({}, "0.10.2", FLAG),  # measured version, nothing set: add it
+        ({"XLA_FLAGS": "--xla_dump_to=/tmp/d"}, "0.10.0", "--xla_dump_to=/tmp/d " + FLAG),
+        # The user already chose (either value): untouched.
+        ({"XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=true"}, "0.10.2", None),
+        ({"XLA_FLAGS": FLAG}, "0.10.2", None),
+        ({"TKS_KEEP_XLA_FLAGS": "1"}, "0.10.2", None),  # opt-out
+        ({}, "0.11.0", None),  # not measured there: an unknown flag would abort XLA
+        ({}, "0.1.0", None),  # "0.1." is not "0.10."
+        ({}, None, None),  # no jaxlib
+    ],
+)
+def test_recommended_xla_flags(env, version, want):
+    assert xla_env.recommended_xla_flags(env, version) == want
+
+
+def test_apply_sets_the_environment_it_is_given(monkeypatch):
+    monkeypatch.setattr(xla_env.importlib.metadata, "version", lambda name: "0.10.2")
+    env = {"XLA_FLAGS": "--a=1"}
+    assert xla_env.apply_recommended_xla_flags(env) == "--a=1 " + FLAG
+    assert env["XLA_FLAGS"] == "--a=1 " + FLAG
+    assert xla_env.apply_recommended_xla_flags(env) is None  # idempotent
+    monkeypatch.setattr(xla_env.importlib.metadata, "version", lambda name: "0.12.0")
+    env = {}
+    assert xla_env.apply_recommended_xla_flags(env) is None and env == {}
+
+
+def test_train_py_sets_the_flags_before_xla_reads_them(tmp_path):
+    # A probe flag XLA does not know makes it abort when it creates the backend: seeing that
+    # abort proves train.main sets XLA_FLAGS early enough for the real flag to take effect.
+    code = (
+        "import importlib.metadata, sys\n"
+        "sys.argv = ['train.py', '--config', 'configs/mnist_default.py', '--workdir', "
+        f"{str(tmp_path / 'w')!r}, '--config.smoke=True']\n"
+        "import train\n"
+        "from tks_jax.training import xla_env\n"
+        "xla_env.MEASURED_JAXLIB = (importlib.metadata.version('jaxlib'),)\n"
+        "xla_env.LOW_MEMORY_FLAGS = '--tks_probe_flag_xyz'\n"
+        "from absl import app\n"
+        "app.run(train.main)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", xla_env.OPT_OUT_ENV)}
+    env["JAX_PLATFORMS"] = "cpu"
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "Unknown flag in XLA_FLAGS: --tks_probe_flag_xyz" in proc.stderr, proc.stderr[-2000:]
+    assert not os.path.exists(tmp_path / "w" / "checkpoints")  # stopped before training
