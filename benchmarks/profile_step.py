@@ -1,10 +1,11 @@
 """Where a training step's time goes on XLA:CPU: per-op times from a ``jax.profiler`` trace.
 
-Not a test. Builds the same step as ``benchmarks/train_step.py`` (forward over all steps, CE of
-the mean logits, backward, AdamW), traces a few executions, reads the trace back with
-``jax.profiler.ProfileData`` and prints the XLA:CPU thunks grouped by kind (convolution,
-dot/GEMM, fusion, copy/transpose, ...) and the slowest single ops, with their share of the
-traced time. Run on an idle machine for absolute numbers; shares are meaningful under load too.
+Not a test. Builds the step that ``benchmarks/train_step.py`` times (``build_step``: forward
+over all steps, CE of the mean logits, backward, AdamW), traces a few executions, reads the
+trace back with ``jax.profiler.ProfileData`` and prints the XLA:CPU ops grouped by kind
+(convolution, dot/GEMM, fusion, copy/transpose, ...) and by role (conv forward / input grad /
+weight grad, BN, LIF), and the slowest single ops, with their share of the traced time. Run
+on an idle machine for absolute numbers; shares are meaningful under load too.
 
     .venv/bin/python -m benchmarks.profile_step --model vgg_snn --batch 16
     .venv/bin/python -m benchmarks.profile_step --model resnet19 --batch 16 --top 25
@@ -33,7 +34,7 @@ def _kind(name: str) -> str:
         ("reduce", "reduce"),
         ("copy", "copy/transpose"),
         ("transpose", "copy/transpose"),
-        ("while", "while (scan body excluded)"),
+        ("while", "while (loop control; bodies are their own ops)"),
         ("fusion", "fusion (elementwise)"),
         ("concatenate", "concatenate/slice/pad"),
         ("slice", "concatenate/slice/pad"),
@@ -43,54 +44,6 @@ def _kind(name: str) -> str:
         if key in n:
             return kind
     return "other"
-
-
-def build_step(model_name: str, batch: int, width: float, options: dict):
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    import optax
-
-    from benchmarks import arch
-    from tks_jax import models
-    from tks_jax.losses import mean_ce
-
-    (h, w, c), num_steps = arch.INPUTS[model_name]
-    model = models.get_model(model_name, num_classes=arch.NUM_CLASSES, width=width, **options)
-    rng = np.random.default_rng(0)
-    if model_name == "vgg_snn":
-        x = rng.poisson(0.3, size=(num_steps, batch, h, w, c)).astype(np.float32)
-    else:
-        x = rng.standard_normal((batch, h, w, c)).astype(np.float32)
-    y = jnp.asarray(rng.integers(0, arch.NUM_CLASSES, size=(batch,)).astype(np.int32))
-    x = jnp.asarray(x)
-    variables = jax.jit(lambda k: model.init(k, x, num_steps=num_steps, train=False))(
-        jax.random.key(0)
-    )
-    tx = optax.adamw(6.25e-4, weight_decay=0.01)
-    state = {
-        "params": variables["params"],
-        "batch_stats": variables.get("batch_stats", {}),
-        "opt": tx.init(variables["params"]),
-    }
-
-    def step_fn(state, x, y):
-        def loss_fn(p):
-            logits, upd = model.apply(
-                {"params": p, "batch_stats": state["batch_stats"]},
-                x,
-                num_steps=num_steps,
-                train=True,
-                mutable=["batch_stats"],
-            )
-            return mean_ce(logits, y), upd["batch_stats"]
-
-        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-        u, opt = tx.update(grads, state["opt"], state["params"])
-        return {"params": optax.apply_updates(state["params"], u), "batch_stats": stats,
-                "opt": opt}, loss
-
-    return jax.jit(step_fn, donate_argnums=0), state, x, y
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,7 +58,12 @@ def main(argv: list[str] | None = None) -> None:
 
     import jax
 
-    step, state, x, y = build_step(args.model, args.batch, args.width, json.loads(args.options))
+    from benchmarks import train_step
+
+    step, (state, x, y), _ = train_step.build_step({
+        "model": args.model, "batch": args.batch, "width": args.width, "mode": "train",
+        "source": "tks", "options": json.loads(args.options),
+    })
     hlo = step.lower(state, x, y).compile().as_text()
     # HLO instruction -> the JAX op it came from (layer path), to name the slowest ops.
     origin = {

@@ -80,8 +80,14 @@ def _cpu_s() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Benchmarks one configuration in this process and returns a result record."""
+def build_step(cfg: dict[str, Any]):
+    """The benchmarked computation of one configuration, ready to run.
+
+    Returns ``(jitted, args, n_params)``: for ``mode='train'`` the full training step
+    ``jitted(state, x, y) -> (state, loss)`` (forward over all steps, CE of the mean logits,
+    backward, AdamW; the state is donated), for ``'infer'`` the forward pass
+    ``jitted(variables, x)``. Also used by ``benchmarks/profile_step.py``.
+    """
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -90,21 +96,9 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
     from benchmarks import arch
 
     name, batch, width = cfg["model"], int(cfg.get("batch", 1)), float(cfg["width"])
-    mode, steps, warmup = cfg["mode"], int(cfg.get("steps", 0)), int(cfg.get("warmup", 0))
     (h, w, c), num_steps = arch.INPUTS[name]
     num_steps = int(cfg.get("num_steps") or num_steps)
     model = _build_model(name, width, cfg.get("source", "reference"), cfg.get("options", {}))
-
-    if mode == "params":  # parameter count only, no compute
-        shape = (num_steps, 1, h, w, c) if name == "vgg_snn" else (1, h, w, c)
-        shapes = jax.eval_shape(
-            lambda: model.init(
-                jax.random.key(0), jnp.zeros(shape), num_steps=num_steps, train=False
-            )
-        )
-        n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(shapes["params"]))
-        return {"framework": "tks_jax", "model": name, "width": width, "params": n}
-
     rng = np.random.default_rng(0)
     if name == "vgg_snn":  # event frames: small non-negative counts, time-major
         x = rng.poisson(0.3, size=(num_steps, batch, h, w, c)).astype(np.float32)
@@ -118,9 +112,8 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
     )
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
-    expected = arch.num_params(name, width)
 
-    if mode == "train":
+    if cfg["mode"] == "train":
         # AdamW, weight decay only on kernels (spec section 9).
         tx = optax.adamw(
             6.25e-4, weight_decay=0.01, mask=lambda p: jax.tree.map(lambda a: a.ndim > 1, p)
@@ -143,14 +136,42 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
             new = {"params": optax.apply_updates(state["params"], upd), "batch_stats": stats}
             return {**new, "opt": opt}, loss
 
-        jitted = jax.jit(step_fn, donate_argnums=0)
-        args = (state, x, y)
-    else:
-        def step_fn(variables, x):
-            return model.apply(variables, x, num_steps=num_steps, train=False)
+        return jax.jit(step_fn, donate_argnums=0), (state, x, y), n_params
 
-        jitted = jax.jit(step_fn)
-        args = (variables, x)
+    def step_fn(variables, x):
+        return model.apply(variables, x, num_steps=num_steps, train=False)
+
+    return jax.jit(step_fn), (variables, x), n_params
+
+
+def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Benchmarks one configuration in this process and returns a result record."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from benchmarks import arch
+
+    name, batch, width = cfg["model"], int(cfg.get("batch", 1)), float(cfg["width"])
+    mode, steps, warmup = cfg["mode"], int(cfg.get("steps", 0)), int(cfg.get("warmup", 0))
+    (h, w, c), num_steps = arch.INPUTS[name]
+    num_steps = int(cfg.get("num_steps") or num_steps)
+
+    if mode == "params":  # parameter count only, no compute
+        model = _build_model(name, width, cfg.get("source", "reference"), cfg.get("options", {}))
+        shape = (num_steps, 1, h, w, c) if name == "vgg_snn" else (1, h, w, c)
+        shapes = jax.eval_shape(
+            lambda: model.init(
+                jax.random.key(0), jnp.zeros(shape), num_steps=num_steps, train=False
+            )
+        )
+        n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(shapes["params"]))
+        return {"framework": "tks_jax", "model": name, "width": width, "params": n}
+
+    jitted, args, n_params = build_step(cfg)
+    expected = arch.num_params(name, width)
+    if mode == "train":
+        state, x, y = args
 
     t0 = time.perf_counter()
     compiled = jitted.lower(*args).compile()
