@@ -314,22 +314,28 @@ def test_cli_errors(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------
 
 
-def test_run_study_end_to_end(tmp_path, monkeypatch):
+def _use_synthetic_data(monkeypatch, examples, epochs, broken=frozenset()):
+    """Makes the study's runs train on tiny synthetic event data (runs named in ``broken``
+    get an unknown data set, so that they fail)."""
     make_config = ablation.make_config
 
-    def synthetic_config(spec, budget):
+    def config(spec, budget):
         c = make_config(spec, budget)
-        c.data.name = "synthetic_events"
+        c.data.name = "no_such_dataset" if spec.name in broken else "synthetic_events"
         c.data.image_shape = (16, 16, 2)
         c.data.num_classes = 3
-        c.data.synthetic_examples = 24
+        c.data.synthetic_examples = examples
         c.data.max_train_examples = None
         c.data.max_eval_examples = None
         c.batch_size = c.eval_batch_size = 8
-        c.num_epochs = 2
+        c.num_epochs = epochs
         return c
 
-    monkeypatch.setattr(ablation, "make_config", synthetic_config)
+    monkeypatch.setattr(ablation, "make_config", config)
+
+
+def test_run_study_end_to_end(tmp_path, monkeypatch):
+    _use_synthetic_data(monkeypatch, examples=24, epochs=2)
     out = str(tmp_path / "study")
     lines = []
     results = ablation.run_study(out, budget="smoke", studies=["sweep"], seeds=[0],
@@ -354,22 +360,8 @@ def test_run_study_end_to_end(tmp_path, monkeypatch):
 
 
 def test_failed_run_does_not_stop_the_study(tmp_path, monkeypatch):
-    make_config = ablation.make_config
     broken = {"nmnist_synth_baseline_T2_s0"}
-
-    def config(spec, budget):
-        c = make_config(spec, budget)
-        c.data.name = "no_such_dataset" if spec.name in broken else "synthetic_events"
-        c.data.image_shape = (16, 16, 2)
-        c.data.num_classes = 3
-        c.data.synthetic_examples = 16
-        c.data.max_train_examples = None
-        c.data.max_eval_examples = None
-        c.batch_size = c.eval_batch_size = 8
-        c.num_epochs = 1
-        return c
-
-    monkeypatch.setattr(ablation, "make_config", config)
+    _use_synthetic_data(monkeypatch, examples=16, epochs=1, broken=broken)
     out = str(tmp_path / "study")
     kwargs = dict(budget="smoke", studies=["sweep"], seeds=[0], sweep_steps=[2],
                   feature_examples=8, log=lambda line: None)
