@@ -62,6 +62,7 @@ def base_config(
     c.model.detach_reset = True  # no gradient through the reset (spec section 1)
     c.model.remat = False  # rematerialise LIF scans (memory vs compute)
     c.model.dtype = "float32"  # compute dtype; params stay float32
+    c.model.conv = "auto"  # auto | winograd | direct: how convolutions are computed (same maths)
 
     c.loss = ml_collections.ConfigDict()
     c.loss.name = "tks"  # baseline | ls | tet | tks

@@ -3,6 +3,8 @@
 - ``spiking.lif`` (one custom VJP over the whole scan) vs ``spiking._lif_autodiff`` (the
   per-step scan differentiated by JAX), and vs a NumPy BPTT written here.
 - ``models.layers`` convolution with the GEMM weight gradient vs ``lax.conv_general_dilated``.
+- ``models.winograd.conv3x3`` (Winograd F(2x2, 3x3)) vs lax and vs NumPy, and the model
+  option ``conv`` that selects it.
 
 Small shapes, fixed seeds, no timings.
 """
@@ -252,3 +254,178 @@ def test_model_remat_recomputes_units_and_keeps_gradients():
     assert "checkpoint" not in jaxprs[0] and "remat" not in jaxprs[0]
     for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+# --- Winograd F(2x2, 3x3) -------------------------------------------------------------------
+
+
+def test_winograd_matrices_compute_a_1d_correlation():
+    # F(2, 3) in 1-D: A^T [(G g) * (B^T d)] = [sum_i d[i] g[i], sum_i d[i+1] g[i]] for any
+    # 4-sample d and 3-tap g (Lavin & Gray, eq. 5-7): checks the three constant matrices.
+    from tks_jax.models import winograd
+
+    rng = np.random.default_rng(20)
+    for _ in range(5):
+        d, g = rng.normal(size=4), rng.normal(size=3)
+        out = winograd.AT @ ((winograd.G @ g) * (winograd.BT @ d))
+        np.testing.assert_allclose(out, [d[:3] @ g, d[1:] @ g], rtol=1e-6, atol=1e-6)
+
+
+def test_winograd_additions_equal_the_matrix_transforms():
+    # The tile transforms written as additions equal B^T d B, G w G^T and A g A^T.
+    from tks_jax.models import winograd as wg
+
+    rng = np.random.default_rng(21)
+    x = rng.normal(size=(1, 2, 2, 1)).astype(np.float32)  # one tile after padding: 4x4
+    v, _ = wg._input_tiles(jnp.asarray(x))
+    d = np.pad(x[0, :, :, 0], 1)
+    np.testing.assert_allclose(
+        np.stack([t[0, 0] for t in v]).reshape(4, 4), wg.BT @ d @ wg.BT.T, atol=1e-6
+    )
+    w = rng.normal(size=(3, 3, 1, 1)).astype(np.float32)
+    u = wg._weight_tiles(jnp.asarray(w))
+    np.testing.assert_allclose(
+        np.stack([t[0, 0] for t in u]).reshape(4, 4), wg.G @ w[:, :, 0, 0] @ wg.G.T, atol=1e-6
+    )
+    gy = rng.normal(size=(1, 2, 2, 1)).astype(np.float32)
+    gt = wg._grad_tiles(jnp.asarray(gy))
+    np.testing.assert_allclose(
+        np.stack([t[0, 0] for t in gt]).reshape(4, 4),
+        wg.AT.T @ gy[0, :, :, 0] @ wg.AT,
+        atol=1e-6,
+    )
+
+
+def test_winograd_conv_against_numpy():
+    # y[n, h, w, o] = sum_{i, j, c} xpad[n, h + i, w + j, c] * w[i, j, c, o], written out.
+    from tks_jax.models import winograd
+
+    rng = np.random.default_rng(22)
+    x = rng.normal(size=(2, 5, 4, 3))
+    w = rng.normal(size=(3, 3, 3, 2))
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    y_np = sum(
+        np.einsum("nhwc,co->nhwo", xp[:, i : i + 5, j : j + 4], w[i, j])
+        for i in range(3)
+        for j in range(3)
+    )
+    y = winograd.conv3x3(jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32))
+    np.testing.assert_allclose(np.asarray(y), y_np, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "n,h,w,chunk_bytes",
+    [(3, 6, 6, None), (2, 5, 7, None), (1, 1, 1, None), (4, 6, 4, 1), (6, 4, 4, 4000)],
+)
+def test_winograd_conv_and_gradients_match_lax(monkeypatch, n, h, w, chunk_bytes):
+    # Even and odd sizes (odd ones are padded to whole tiles and cropped), a 1x1 image, and
+    # the chunked paths over the batch (one sample per chunk / a few).
+    from tks_jax.models import winograd
+
+    if chunk_bytes is not None:
+        monkeypatch.setattr(winograd, "CHUNK_BYTES", chunk_bytes)
+    rng = np.random.default_rng(23)
+    x = jnp.asarray(rng.normal(size=(n, h, w, 5)).astype(np.float32))
+    k = jnp.asarray(rng.normal(size=(3, 3, 5, 4)).astype(np.float32))
+    pad = ((1, 1), (1, 1))
+    ref, ref_vjp = jax.vjp(lambda x, k: _lax_conv(x, k, (1, 1), pad), x, k)
+    out, vjp = jax.vjp(jax.jit(winograd.conv3x3), x, k)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-5)
+    cot = jnp.asarray(rng.normal(size=ref.shape).astype(np.float32))
+    for a, b in zip(vjp(cot), ref_vjp(cot), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-4)
+
+
+def test_winograd_rejects_other_kernels():
+    from tks_jax.models import winograd
+
+    with pytest.raises(ValueError, match=r"w \[3, 3, C, O\]"):
+        winograd.conv3x3(jnp.zeros((1, 4, 4, 2)), jnp.zeros((5, 5, 2, 3)))
+    with pytest.raises(ValueError, match="x \\[N, H, W, C\\]"):
+        winograd.conv3x3(jnp.zeros((1, 4, 4, 3)), jnp.zeros((3, 3, 2, 3)))
+
+
+def _uses_winograd(fn, *args) -> bool:
+    # Winograd's custom VJP replaces the convolution primitive in the jaxpr.
+    jaxpr = str(jax.make_jaxpr(fn)(*args))
+    return "conv_general_dilated" not in jaxpr and "custom_vjp_call" in jaxpr
+
+
+@pytest.mark.parametrize(
+    "algorithm,kernel,stride,cin,expected",
+    [
+        ("auto", 3, 1, 16, True),
+        ("auto", 3, 1, 8, False),  # too few channels: slower than the direct conv
+        ("auto", 3, 2, 16, False),  # stride 2: Winograd F(2x2, 3x3) is for stride 1
+        ("auto", 1, 1, 16, False),
+        ("winograd", 3, 1, 8, True),
+        ("winograd", 3, 2, 16, False),
+        ("direct", 3, 1, 16, False),
+    ],
+)
+def test_conv_algorithm_dispatch(algorithm, kernel, stride, cin, expected):
+    from tks_jax.models import layers
+
+    x = jnp.ones((2, 8, 8, cin))
+    w = jnp.ones((kernel, kernel, cin, 16))
+    pad = ((kernel // 2, kernel // 2),) * 2
+    dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+
+    def conv(x, w):
+        return layers._conv_general_dilated(
+            x, w, (stride, stride), pad, None, None, dn, algorithm=algorithm
+        )
+
+    assert _uses_winograd(conv, x, w) == expected
+    np.testing.assert_allclose(
+        np.asarray(jax.jit(conv)(x, w)),
+        np.asarray(_lax_conv(x, w, (stride, stride), pad)),
+        rtol=1e-5,
+    )
+
+
+def test_conv_algorithm_bad_value():
+    from tks_jax import models
+    from tks_jax.models import layers
+
+    dn = jax.lax.conv_dimension_numbers((1, 4, 4, 2), (3, 3, 2, 2), ("NHWC", "HWIO", "NHWC"))
+    with pytest.raises(ValueError, match="Unknown conv algorithm 'fft'"):
+        layers._conv_general_dilated(
+            jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2)), (1, 1), ((1, 1), (1, 1)), None,
+            None, dn, algorithm="fft",
+        )
+    with pytest.raises(ValueError, match="Unknown conv algorithm 'fft'.*auto"):
+        models.get_model("resnet19", num_classes=10, conv="fft")
+
+
+def test_model_conv_option_same_outputs_and_gradients():
+    # ResNet-19 at width 1/8 (16-64 channels): "auto" runs its 3x3 stride-1 convs by Winograd,
+    # "direct" by XLA's convolution; logits, batch statistics and gradients agree.
+    from tks_jax import losses, models
+
+    x = jnp.asarray(np.random.default_rng(24).normal(size=(2, 8, 8, 3)).astype(np.float32))
+    y = jnp.array([1, 3])
+    results, convs = [], []
+    for conv in ("direct", "auto"):
+        model = models.get_model("resnet19", num_classes=4, width=0.125, conv=conv)
+        variables = model.init(jax.random.key(0), x, num_steps=2, train=False)
+
+        def loss(p, model=model, variables=variables):
+            logits, upd = model.apply(
+                {"params": p, "batch_stats": variables["batch_stats"]},
+                x, num_steps=2, train=True, mutable=["batch_stats"],
+            )
+            return losses.mean_ce(logits, y), (logits, upd)
+
+        jaxpr = str(jax.make_jaxpr(loss)(variables["params"]))
+        convs.append(jaxpr.count("conv_general_dilated"))
+        (value, aux), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
+            variables["params"]
+        )
+        results.append((value, aux, grads))
+    # Stem (3 channels) and stride-2 convs stay direct; the 3x3 stride-1 ones are Winograd.
+    assert 0 < convs[1] < convs[0]
+    (v0, a0, g0), (v1, a1, g1) = results
+    np.testing.assert_allclose(float(v1), float(v0), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves((a0, g0)), jax.tree.leaves((a1, g1)), strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-3, atol=2e-5)

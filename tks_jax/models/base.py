@@ -30,6 +30,7 @@ class SpikingConfig:
       tau, v_threshold, surrogate, surrogate_alpha, detach_reset, remat: LIF options
         (``tks_jax.spiking.lif``).
       dtype: compute dtype.
+      conv: how convolutions are computed (``layers.CONV_ALGORITHMS``).
     """
 
     norm: str = "tdbn"
@@ -41,6 +42,7 @@ class SpikingConfig:
     detach_reset: bool = True
     remat: bool = False
     dtype: Dtype = jnp.float32
+    conv: str = "auto"
 
     def make_lif(self, name: str | None = None) -> layers.LIF:
         """A LIF layer with these options (call inside a compact method)."""
@@ -69,7 +71,9 @@ class SpikingConfig:
         self, features: int, kernel_size: int = 3, strides: int = 1, name: str | None = None
     ) -> layers.Conv:
         """A bias-free conv with ``padding = kernel_size // 2``."""
-        return layers.Conv(features, kernel_size, strides, dtype=self.dtype, name=name)
+        return layers.Conv(
+            features, kernel_size, strides, dtype=self.dtype, algorithm=self.conv, name=name
+        )
 
 
 class ConvNormLIF(nn.Module):
@@ -130,6 +134,7 @@ class SpikingNet(nn.Module):
       tau, v_threshold, surrogate, surrogate_alpha, detach_reset, remat: LIF options.
       dtype: compute dtype (``jnp.float32`` or ``jnp.bfloat16``); parameters and BN statistics
         are float32 and logits are returned in float32.
+      conv: how convolutions are computed, one of ``layers.CONV_ALGORITHMS``.
     """
 
     num_classes: int = 10
@@ -143,6 +148,7 @@ class SpikingNet(nn.Module):
     detach_reset: bool = True
     remat: bool = False
     dtype: Dtype = jnp.float32
+    conv: str = "auto"
 
     @property
     def config(self) -> SpikingConfig:
@@ -157,6 +163,7 @@ class SpikingNet(nn.Module):
             detach_reset=self.detach_reset,
             remat=self.remat,
             dtype=self.dtype,
+            conv=self.conv,
         )
 
     def channels(self, c: int) -> int:

@@ -1,0 +1,202 @@
+"""3x3 stride-1 convolution by Winograd's minimal filtering, F(2x2, 3x3) (performance, issue 6).
+
+Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (CVPR 2016). For each 2x2
+output tile and 4x4 input tile ``d`` (stride 2, overlapping by 2)::
+
+    Y = A^T [ (G w G^T) (.) (B^T d B) ] A            (summed over input channels)
+
+with the 4x4 ``B^T``, 4x3 ``G`` and 2x4 ``A^T`` below. The elementwise product, summed over
+channels, is 16 independent GEMMs ``V[k] @ U[k]`` of shape ``[tiles, Cin] @ [Cin, Cout]``:
+16 multiplies per tile and channel pair instead of the direct convolution's 36 (2.25x fewer
+FLOPs), and GEMMs are what XLA:CPU runs fastest. The transforms are additions only.
+
+Both gradients are Winograd too:
+
+- input: the gradient of a stride-1 "SAME" 3x3 convolution is the same convolution of the
+  output gradient with the kernel flipped in space and transposed in channels;
+- weight: differentiating the formula above, ``dU[k] = V[k]^T @ (A dY A^T)[k]`` summed over
+  tiles, and ``dw = G^T dU G``.
+
+Everything runs over chunks of the batch (``lax.map`` / ``lax.scan``) so that the transformed
+tiles (4x the input) stay small; the only residual kept for the backward pass is the input.
+
+Exact in real arithmetic; in fp32 the result differs from the direct convolution by rounding
+(relative error ~1e-6, checked in ``tests/test_perf_equivalence.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+# The transforms as matrices (used for the weight transform and by the tests; the tile
+# transforms below are the same matrices written out as additions).
+BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float32)
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float32)
+AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)
+
+# Bytes of one chunk's transformed input tiles (16 * tiles * Cin floats).
+CHUNK_BYTES = 16 * 2**20
+
+
+def _bt_1d(r0, r1, r2, r3):
+    """``B^T d`` along one axis (rows of B^T above)."""
+    return (r0 - r2, r1 + r2, r2 - r1, r1 - r3)
+
+
+def _input_tiles(x: Array) -> tuple[list[Array], tuple[int, int, int]]:
+    """``V = B^T d B`` for every 4x4 tile of the zero-padded input: 16 arrays ``[n*P*Q, C]``.
+
+    Kept as 16 separate arrays: stacking them into one ``[16, ...]`` array makes XLA:CPU emit
+    a concatenate fusion 5-10x slower than the transform itself (measured, 16x32x32x128).
+    """
+    n, h, w, c = x.shape
+    p, q = -(-h // 2), -(-w // 2)
+    xp = jnp.pad(x, ((0, 0), (1, 1 + 2 * p - h), (1, 1 + 2 * q - w), (0, 0)))
+    rows = _bt_1d(*(xp[:, a : a + 2 * p : 2] for a in range(4)))  # each [n, P, 2Q+2, C]
+    tiles = []
+    for r in rows:
+        tiles.extend(_bt_1d(*(r[:, :, b : b + 2 * q : 2] for b in range(4))))  # [n, P, Q, C]
+    return [t.reshape(n * p * q, c) for t in tiles], (n, p, q)
+
+
+def _output_tiles(m: list[Array], n: int, p: int, q: int, h: int, w: int) -> Array:
+    """``Y = A^T M A`` for every tile (16 arrays ``[n*P*Q, O]``), assembled into
+    ``[n, h, w, O]``."""
+    cout = m[0].shape[-1]
+    m = [[m[4 * u + v].reshape(n, p, q, cout) for v in range(4)] for u in range(4)]
+    rows = [[m[0][v] + m[1][v] + m[2][v] for v in range(4)],
+            [m[1][v] - m[2][v] - m[3][v] for v in range(4)]]
+    y = jnp.stack([jnp.stack((r[0] + r[1] + r[2], r[1] - r[2] - r[3])) for r in rows])
+    # y[alpha, beta, n, P, Q, O] -> [n, P, alpha, Q, beta, O]
+    y = jnp.transpose(y, (2, 3, 0, 4, 1, 5)).reshape(n, 2 * p, 2 * q, cout)
+    return y[:, :h, :w]
+
+
+def _grad_tiles(g: Array) -> list[Array]:
+    """``A dY A^T`` for every 2x2 output-gradient tile: 16 arrays ``[n*P*Q, O]``."""
+    n, h, w, o = g.shape
+    p, q = -(-h // 2), -(-w // 2)
+    g = jnp.pad(g, ((0, 0), (0, 2 * p - h), (0, 2 * q - w), (0, 0))).reshape(n, p, 2, q, 2, o)
+    g0, g1 = g[:, :, 0], g[:, :, 1]  # [n, P, Q, 2, O]
+    rows = (g0, g0 + g1, g0 - g1, -g1)
+    tiles = []
+    for r in rows:
+        c0, c1 = r[:, :, :, 0], r[:, :, :, 1]
+        tiles.extend((c0, c0 + c1, c0 - c1, -c1))
+    return [t.reshape(n * p * q, o) for t in tiles]
+
+
+def _g_1d(w0, w1, w2):
+    """``G w`` along one axis (rows of G above)."""
+    return (w0, 0.5 * (w0 + w1 + w2), 0.5 * (w0 - w1 + w2), w2)
+
+
+def _gt_1d(d0, d1, d2, d3):
+    """``G^T d`` along one axis."""
+    return (d0 + 0.5 * (d1 + d2), 0.5 * (d1 - d2), 0.5 * (d1 + d2) + d3)
+
+
+def _weight_tiles(w: Array) -> list[Array]:
+    """``U = G w G^T``: 16 arrays ``[Cin, Cout]`` (additions; an einsum with G runs 10x
+    slower on XLA:CPU)."""
+    tiles = []
+    for r in _g_1d(w[0], w[1], w[2]):  # each [3, Cin, Cout]
+        tiles.extend(_g_1d(r[0], r[1], r[2]))
+    return tiles
+
+
+def _weight_from_tiles(du: list[Array]) -> Array:
+    """``dw = G^T dU G`` from the 16 tile gradients ``[Cin, Cout]``: ``[3, 3, Cin, Cout]``."""
+    rows = _gt_1d(*(jnp.stack(du[4 * u : 4 * u + 4]) for u in range(4)))  # each [4, Ci, Co]
+    return jnp.stack([jnp.stack(_gt_1d(r[0], r[1], r[2], r[3])) for r in rows])
+
+
+def _mm(a: Array, b: Array, contract_a: int, contract_b: int) -> Array:
+    return jax.lax.dot_general(
+        a, b, (((contract_a,), (contract_b,)), ((), ())), preferred_element_type=jnp.float32
+    )
+
+
+def _chunk(n: int, per_sample_bytes: int) -> int:
+    fits = [d for d in range(1, n + 1) if n % d == 0 and d * per_sample_bytes <= CHUNK_BYTES]
+    return max(fits, default=1)
+
+
+def _tile_bytes(x: Array) -> int:
+    _, h, w, c = x.shape
+    return 16 * (-(-h // 2)) * (-(-w // 2)) * c * 4
+
+
+def _forward(x: Array, u: list[Array], transpose_u: bool = False) -> Array:
+    """The convolution of ``x`` with the kernel whose tiles are ``u`` (``[Cin, Cout]``, or
+    ``[Cout, Cin]`` with ``transpose_u``: the input gradient, without transposing weights)."""
+    n, h, w, _ = x.shape
+    chunk = _chunk(n, _tile_bytes(x))
+
+    def one(xc):
+        v, (nc, p, q) = _input_tiles(xc)
+        m = [_mm(v[k], u[k], 1, 1 if transpose_u else 0) for k in range(16)]
+        return _output_tiles(m, nc, p, q, h, w).astype(x.dtype)
+
+    if chunk == n:
+        return one(x)
+    y = jax.lax.map(one, x.reshape((n // chunk, chunk) + x.shape[1:]))
+    return y.reshape((n,) + y.shape[2:])
+
+
+def _weight_grad(x: Array, g: Array) -> Array:
+    n = x.shape[0]
+    chunk = _chunk(n, _tile_bytes(x) + _tile_bytes(g))
+
+    def one(xc, gc):
+        v, _ = _input_tiles(xc)
+        gt = _grad_tiles(gc)
+        return [_mm(v[k], gt[k], 0, 0) for k in range(16)]  # [Cin, Cout] each
+
+    if chunk == n:
+        du = one(x, g)
+    else:
+        xs = (
+            x.reshape((n // chunk, chunk) + x.shape[1:]),
+            g.reshape((n // chunk, chunk) + g.shape[1:]),
+        )
+        du, _ = jax.lax.scan(
+            lambda acc, c: ([a + b for a, b in zip(acc, one(*c))], None),
+            [jnp.zeros((x.shape[-1], g.shape[-1]), jnp.float32)] * 16,
+            xs,
+        )
+    return _weight_from_tiles(du)
+
+
+@jax.custom_vjp
+def conv3x3(x: Array, w: Array) -> Array:
+    """3x3 convolution, stride 1, zero padding 1 ("SAME"), NHWC input, HWIO kernel.
+
+    Equals ``lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
+    dimension_numbers=("NHWC", "HWIO", "NHWC"))`` up to fp32 rounding; any H and W.
+    """
+    if w.shape[:2] != (3, 3) or x.ndim != 4 or x.shape[-1] != w.shape[2]:
+        raise ValueError(
+            f"conv3x3 needs x [N, H, W, C] and w [3, 3, C, O]; got {x.shape} and {w.shape}"
+        )
+    return _forward(x, _weight_tiles(w))
+
+
+def _conv3x3_fwd(x, w):
+    return conv3x3(x, w), (x, w)
+
+
+def _conv3x3_bwd(res, g):
+    x, w = res
+    dx = _forward(g, _weight_tiles(w[::-1, ::-1]), transpose_u=True).astype(x.dtype)
+    dw = _weight_grad(x, g).astype(w.dtype)
+    return dx, dw
+
+
+conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
