@@ -176,6 +176,10 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     compiled = jitted.lower(*args).compile()
     compile_s = time.perf_counter() - t0
+    # As train.py does: the compiler's freed heap back to the OS before the steps run.
+    from tks_jax.training import host_memory
+
+    host_memory.release_freed_memory()
     cost = compiled.cost_analysis()
     if isinstance(cost, list):
         cost = cost[0] if cost else {}
