@@ -26,8 +26,6 @@ Exact in real arithmetic; in fp32 the result differs from the direct convolution
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -167,7 +165,7 @@ def _weight_grad(x: Array, g: Array) -> Array:
             g.reshape((n // chunk, chunk) + g.shape[1:]),
         )
         du, _ = jax.lax.scan(
-            lambda acc, c: ([a + b for a, b in zip(acc, one(*c))], None),
+            lambda acc, c: ([a + b for a, b in zip(acc, one(*c), strict=True)], None),
             [jnp.zeros((x.shape[-1], g.shape[-1]), jnp.float32)] * 16,
             xs,
         )

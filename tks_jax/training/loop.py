@@ -21,8 +21,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from tks_jax.training import checkpointing, config_lib, evaluation, host_memory, input_pipeline
-from tks_jax.training import optim
+from tks_jax.training import (
+    checkpointing,
+    config_lib,
+    evaluation,
+    host_memory,
+    input_pipeline,
+    optim,
+)
 from tks_jax.training import sharding as sharding_lib
 from tks_jax.training import steps as steps_lib
 from tks_jax.training.logger import MetricWriter
