@@ -227,33 +227,123 @@ def test_conv_module_gradients_match_plain_flax_conv():
     np.testing.assert_allclose(np.asarray(g_fast), np.asarray(g_plain), rtol=1e-4, atol=1e-5)
 
 
-def test_model_remat_recomputes_units_and_keeps_gradients():
-    # remat=True rematerialises whole conv-norm-LIF units (a checkpoint in the jaxpr) with the
-    # same parameter tree and the same gradients as remat=False.
+def _vgg_loss_and_grads(x, y, **options):
     from tks_jax import losses, models
 
-    x = jnp.asarray(np.random.default_rng(13).poisson(0.5, (2, 2, 16, 16, 2)).astype(np.float32))
+    model = models.get_model("vgg_snn", num_classes=4, width=0.125, **options)
+    variables = model.init(jax.random.key(0), x, num_steps=x.shape[0], train=False)
+
+    def loss(p):
+        logits, upd = model.apply(
+            {"params": p, "batch_stats": variables["batch_stats"]},
+            x, num_steps=x.shape[0], train=True, mutable=["batch_stats"],
+        )
+        return losses.mean_ce(logits, y), upd["batch_stats"]
+
+    (value, stats), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+    return variables, value, stats, grads, loss
+
+
+@pytest.mark.parametrize(
+    "norm,chunk_bytes,chunked_units",
+    [
+        ("tdbn", 1, 8),  # one step per chunk in every unit
+        ("tebn", 1, 8),
+        ("bn", 1, 8),
+        # conv1-4 one step per chunk, conv5-6 two, conv7-8 fit in one chunk: nn.remat
+        ("tdbn", 2 * 16 * 16 * 8 * 4, 6),
+        ("tebn", None, 0),  # default budget: everything fits, nn.remat throughout
+    ],
+)
+def test_model_remat_chunked_units_match_whole_batch(monkeypatch, norm, chunk_bytes, chunked_units):
+    # remat=True trains each conv-norm-LIF unit a few steps at a time (models/chunked.py) when
+    # its output spans several chunks, else rematerialises it whole (nn.remat): same parameter
+    # tree and initial values, same loss, running statistics and gradients as remat=False.
+    from tks_jax.models import chunked
+
+    if chunk_bytes is not None:
+        monkeypatch.setattr(chunked, "CHUNK_BYTES", chunk_bytes)
+    calls = []
+    original = chunked.conv_norm_lif
+    monkeypatch.setattr(
+        chunked, "conv_norm_lif", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    rng = np.random.default_rng(13)
+    x = jnp.asarray(rng.poisson(0.5, (4, 2, 16, 16, 2)).astype(np.float32))
     y = jnp.array([1, 2])
-    grads, jaxprs = [], []
-    for remat in (False, True):
-        model = models.get_model("vgg_snn", num_classes=4, width=0.125, remat=remat)
-        variables = model.init(jax.random.key(0), x, num_steps=2, train=False)
+    extra = {"num_steps": 4} if norm == "tebn" else {}
+    v0, l0, s0, g0, _ = _vgg_loss_and_grads(x, y, norm=norm, remat=False, **extra)
+    assert not calls
+    v1, l1, s1, g1, loss1 = _vgg_loss_and_grads(x, y, norm=norm, remat=True, **extra)
+    assert len(calls) == chunked_units
+    assert jax.tree.structure(v0) == jax.tree.structure(v1)
+    for a, b in zip(jax.tree.leaves(v0), jax.tree.leaves(v1), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_allclose(float(l1), float(l0), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(s0), jax.tree.leaves(s1), strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1), strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
+    # Units not chunked are rematerialised whole (a checkpoint in the jaxpr).
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda p: loss1(p)[0]))(v1["params"]))
+    assert (("checkpoint" in jaxpr) or ("remat" in jaxpr)) == (chunked_units < 8)
 
-        def loss(p, model=model, variables=variables):
-            logits, _ = model.apply(
-                {"params": p, "batch_stats": variables["batch_stats"]},
-                x, num_steps=2, train=True, mutable=["batch_stats"],
-            )
-            return losses.mean_ce(logits, y)
 
-        grad_fn = jax.grad(loss)
-        jaxprs.append(str(jax.make_jaxpr(grad_fn)(variables["params"])))
-        grads.append(jax.jit(grad_fn)(variables["params"]))
-    assert jax.tree.structure(grads[0]) == jax.tree.structure(grads[1])
-    assert "checkpoint" in jaxprs[1] or "remat" in jaxprs[1]
-    assert "checkpoint" not in jaxprs[0] and "remat" not in jaxprs[0]
-    for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+def test_chunked_unit_against_whole_batch_reference():
+    # The pure function, several chunk sizes, TEBN scales, with and without detached reset,
+    # against BatchNorm statistics + spiking.lif on the whole batch written out here.
+    from tks_jax.models import chunked
+
+    sur = spiking.get_surrogate("qgate", 2.0)
+    rng = np.random.default_rng(14)
+    t, b, hw, c, o = 6, 2, 6, 3, 4
+    x = jnp.asarray(rng.normal(size=(t, b, hw, hw, c)).astype(np.float32))
+    k = jnp.asarray(rng.normal(size=(3, 3, c, o)).astype(np.float32)) * 0.5
+    scale = jnp.asarray(rng.uniform(0.5, 1.5, size=o).astype(np.float32))
+    bias = jnp.asarray(rng.normal(size=o).astype(np.float32)) * 0.3
+    p = jnp.asarray(rng.uniform(0.5, 1.5, size=t).astype(np.float32))
+    wts = jnp.asarray(rng.normal(size=(t, b, hw, hw, o)).astype(np.float32))
+
+    def reference(x, k, scale, bias, p, detach):
+        z = _lax_conv(x.reshape((t * b, hw, hw, c)), k, (1, 1), ((1, 1), (1, 1)))
+        mean = z.mean((0, 1, 2))
+        var = jnp.maximum(0.0, (z * z).mean((0, 1, 2)) - mean**2)
+        cur = ((z - mean) * (jax.lax.rsqrt(var + 1e-5) * scale) + bias).reshape(t, b, hw, hw, o)
+        if p is not None:
+            cur = cur * p.reshape(-1, 1, 1, 1, 1)
+        s = spiking.lif(cur, tau=2.0, v_threshold=0.5, surrogate=sur, detach_reset=detach)
+        return s, mean, var
+
+    for step_scale in (None, p):
+        for detach in (True, False):
+            for tc in (1, 2, 3, 6):
+                def fast(x, k, scale, bias, step_scale, detach=detach, tc=tc):
+                    return chunked.conv_norm_lif(
+                        x, k, scale, bias, step_scale, strides=1, padding=1,
+                        algorithm="direct", epsilon=1e-5, tau=2.0, v_threshold=0.5,
+                        surrogate=sur, detach_reset=detach, steps_per_chunk=tc,
+                    )
+
+                def ref(x, k, scale, bias, step_scale, detach=detach):
+                    return reference(x, k, scale, bias, step_scale, detach)
+
+                args = (x, k, scale, bias, step_scale)
+                out, out_ref = fast(*args), ref(*args)
+                np.testing.assert_array_equal(np.asarray(out[0]), np.asarray(out_ref[0]))
+                for a, r in zip(out[1:], out_ref[1:], strict=True):
+                    np.testing.assert_allclose(np.asarray(a), np.asarray(r), rtol=1e-5, atol=1e-6)
+                argnums = (0, 1, 2, 3) if step_scale is None else (0, 1, 2, 3, 4)
+                grads = [
+                    jax.grad(lambda *a, f=f: jnp.sum(f(*a)[0] * wts), argnums=argnums)(*args)
+                    for f in (fast, ref)
+                ]
+                for a, r in zip(*grads, strict=True):
+                    np.testing.assert_allclose(np.asarray(a), np.asarray(r), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="steps_per_chunk=4 does not divide T=6"):
+        chunked.conv_norm_lif(
+            x, k, scale, bias, None, strides=1, padding=1, algorithm="direct", epsilon=1e-5,
+            tau=2.0, v_threshold=0.5, surrogate=sur, detach_reset=True, steps_per_chunk=4,
+        )
 
 
 # --- Winograd F(2x2, 3x3) -------------------------------------------------------------------

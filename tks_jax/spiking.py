@@ -307,7 +307,9 @@ def _lif_autodiff(
 # --------------------------------------------------------------------------------------------
 
 
-def _lif_forward(currents, tau, v_threshold, unroll):
+def _lif_forward(currents, tau, v_threshold, unroll, u0=None):
+    """Spikes and charged membranes ``[T, ...]`` from the membrane ``u0`` (default 0); with
+    ``u0`` given, also the membrane after the last step (to continue in a later chunk)."""
     dtype = currents.dtype
     tau_, vth_ = jnp.asarray(tau, dtype), jnp.asarray(v_threshold, dtype)
 
@@ -316,9 +318,11 @@ def _lif_forward(currents, tau, v_threshold, unroll):
         s = (h - vth_ > 0).astype(dtype)  # Eq. 2, strict
         return h * (1 - s), (s, h)
 
-    u0 = jnp.zeros(currents.shape[1:], dtype)
-    _, (spikes, charged) = jax.lax.scan(step, u0, currents, unroll=unroll)
-    return spikes, charged
+    start = jnp.zeros(currents.shape[1:], dtype) if u0 is None else u0
+    u_end, (spikes, charged) = jax.lax.scan(step, start, currents, unroll=unroll)
+    if u0 is None:
+        return spikes, charged
+    return spikes, charged, u_end
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5, 6))
@@ -335,6 +339,21 @@ def _lif_scan_fwd(currents, tau, v_threshold, surrogate, detach_reset, with_memb
 
 def _lif_scan_bwd(tau, v_threshold, surrogate, detach_reset, with_membrane, unroll, charged, g):
     g_spikes, g_membranes = g
+    g_currents, _ = _lif_backward(
+        tau, v_threshold, surrogate, detach_reset, unroll, charged, g_spikes, g_membranes
+    )
+    return (g_currents,)
+
+
+def _lif_backward(
+    tau, v_threshold, surrogate, detach_reset, unroll, charged, g_spikes, g_membranes=None,
+    g_u_end=None,
+):
+    """The backward of Eq. 1-2 above over ``[T, ...]``: ``(g_currents, g_u0)``.
+
+    ``g_u_end`` is the cotangent of the membrane after the last step (from a later chunk of
+    time; default 0); ``g_u0`` that of the membrane before the first step.
+    """
     dtype = charged.dtype
     tau_, vth_ = jnp.asarray(tau, dtype), jnp.asarray(v_threshold, dtype)
 
@@ -351,11 +370,11 @@ def _lif_scan_bwd(tau, v_threshold, surrogate, detach_reset, with_membrane, unro
         g_current = g_h / tau_
         return g_h - g_h / tau_, g_current
 
-    g0 = jnp.zeros(charged.shape[1:], dtype)
-    _, g_currents = jax.lax.scan(
+    g0 = jnp.zeros(charged.shape[1:], dtype) if g_u_end is None else g_u_end
+    g_u0, g_currents = jax.lax.scan(
         step, g0, (g_spikes, g_membranes, charged), reverse=True, unroll=unroll
     )
-    return (g_currents,)
+    return g_currents, g_u0
 
 
 _lif_scan.defvjp(_lif_scan_fwd, _lif_scan_bwd)
