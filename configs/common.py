@@ -60,7 +60,7 @@ def base_config(
     c.model.surrogate = "qgate"  # Bi-Real Net piecewise quadratic (spec section 2)
     c.model.surrogate_alpha = 2.0  # sharpness: peak 2, area 1 (spec section 2)
     c.model.detach_reset = True  # no gradient through the reset (spec section 1)
-    c.model.remat = False  # rematerialise LIF scans (memory vs compute)
+    c.model.remat = False  # memory vs compute: chunked / rematerialised units (many steps)
     c.model.dtype = "float32"  # compute dtype; params stay float32
     c.model.conv = "auto"  # auto | winograd | direct: how convolutions are computed (same maths)
 

@@ -519,3 +519,55 @@ def test_model_conv_option_same_outputs_and_gradients():
     np.testing.assert_allclose(float(v1), float(v0), rtol=1e-5)
     for a, b in zip(jax.tree.leaves((a0, g0)), jax.tree.leaves((a1, g1)), strict=True):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-3, atol=2e-5)
+
+
+_SHARDED_CHILD = """
+import jax
+jax.config.update("jax_num_cpu_devices", 8)
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from tks_jax import losses, models
+from tks_jax.models import chunked
+
+chunked.CHUNK_BYTES = 1  # every unit chunked, one step per chunk
+rng = np.random.default_rng(15)
+x = jnp.asarray(rng.poisson(0.5, (4, 8, 16, 16, 2)).astype(np.float32))
+y = jnp.asarray(rng.integers(0, 4, 8))
+model = models.get_model("vgg_snn", num_classes=4, width=0.125, remat=True, conv="auto")
+variables = model.init(jax.random.key(0), x, num_steps=4, train=False)
+
+def loss(p, x, y):
+    logits, upd = model.apply({"params": p, "batch_stats": variables["batch_stats"]}, x,
+                              num_steps=4, train=True, mutable=["batch_stats"])
+    return losses.mean_ce(logits, y), upd["batch_stats"]
+
+step = jax.jit(jax.value_and_grad(loss, has_aux=True))
+ref = step(variables["params"], x, y)
+mesh = Mesh(np.array(jax.devices()), ("data",))
+xs = jax.device_put(x, NamedSharding(mesh, P(None, "data")))
+ys = jax.device_put(y, NamedSharding(mesh, P("data")))
+out = step(variables["params"], xs, ys)
+assert len(xs.sharding.device_set) == 8
+for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(out), strict=True):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
+print("SHARDED_OK")
+"""
+
+
+def test_chunked_remat_under_data_parallel_sharding():
+    # The chunked units with the batch split over 8 devices (BatchNorm statistics are global
+    # sums across devices) give the single-device loss, running statistics and gradients.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _SHARDED_CHILD], cwd=repo, capture_output=True, text=True,
+        timeout=300, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "SHARDED_OK" in proc.stdout
