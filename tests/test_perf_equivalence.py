@@ -247,12 +247,10 @@ def _vgg_loss_and_grads(x, y, **options):
 @pytest.mark.parametrize(
     "norm,chunk_bytes,chunked_units",
     [
-        ("tdbn", 1, 8),  # one step per chunk in every unit
-        ("tebn", 1, 8),
+        ("tebn", 1, 8),  # one step per chunk in every unit (TEBN: per-step scales too)
         ("bn", 1, 8),
-        # conv1-4 one step per chunk, conv5-6 two, conv7-8 fit in one chunk: nn.remat
-        ("tdbn", 2 * 16 * 16 * 8 * 4, 6),
-        ("tebn", None, 0),  # default budget: everything fits, nn.remat throughout
+        # conv1-4 one step per chunk, conv5-8 fit in one chunk (both steps): nn.remat
+        ("tdbn", 2 * 16 * 16 * 8 * 4, 4),
     ],
 )
 def test_model_remat_chunked_units_match_whole_batch(monkeypatch, norm, chunk_bytes, chunked_units):
@@ -269,9 +267,9 @@ def test_model_remat_chunked_units_match_whole_batch(monkeypatch, norm, chunk_by
         chunked, "conv_norm_lif", lambda *a, **k: calls.append(1) or original(*a, **k)
     )
     rng = np.random.default_rng(13)
-    x = jnp.asarray(rng.poisson(0.5, (4, 2, 16, 16, 2)).astype(np.float32))
+    x = jnp.asarray(rng.poisson(0.5, (2, 2, 16, 16, 2)).astype(np.float32))
     y = jnp.array([1, 2])
-    extra = {"num_steps": 4} if norm == "tebn" else {}
+    extra = {"num_steps": 2} if norm == "tebn" else {}
     v0, l0, s0, g0, _ = _vgg_loss_and_grads(x, y, norm=norm, remat=False, **extra)
     assert not calls
     v1, l1, s1, g1, loss1 = _vgg_loss_and_grads(x, y, norm=norm, remat=True, **extra)
@@ -314,31 +312,30 @@ def test_chunked_unit_against_whole_batch_reference():
         s = spiking.lif(cur, tau=2.0, v_threshold=0.5, surrogate=sur, detach_reset=detach)
         return s, mean, var
 
-    for step_scale in (None, p):
-        for detach in (True, False):
-            for tc in (1, 2, 3, 6):
-                def fast(x, k, scale, bias, step_scale, detach=detach, tc=tc):
-                    return chunked.conv_norm_lif(
-                        x, k, scale, bias, step_scale, strides=1, padding=1,
-                        algorithm="direct", epsilon=1e-5, tau=2.0, v_threshold=0.5,
-                        surrogate=sur, detach_reset=detach, steps_per_chunk=tc,
-                    )
+    # (TEBN scales, detach_reset, steps per chunk): each option and chunk size at least once
+    for step_scale, detach, tc in [(None, True, 1), (p, True, 2), (None, False, 3), (p, False, 6)]:
+        def fast(x, k, scale, bias, step_scale, detach=detach, tc=tc):
+            return chunked.conv_norm_lif(
+                x, k, scale, bias, step_scale, strides=1, padding=1,
+                algorithm="direct", epsilon=1e-5, tau=2.0, v_threshold=0.5,
+                surrogate=sur, detach_reset=detach, steps_per_chunk=tc,
+            )
 
-                def ref(x, k, scale, bias, step_scale, detach=detach):
-                    return reference(x, k, scale, bias, step_scale, detach)
+        def ref(x, k, scale, bias, step_scale, detach=detach):
+            return reference(x, k, scale, bias, step_scale, detach)
 
-                args = (x, k, scale, bias, step_scale)
-                out, out_ref = fast(*args), ref(*args)
-                np.testing.assert_array_equal(np.asarray(out[0]), np.asarray(out_ref[0]))
-                for a, r in zip(out[1:], out_ref[1:], strict=True):
-                    np.testing.assert_allclose(np.asarray(a), np.asarray(r), rtol=1e-5, atol=1e-6)
-                argnums = (0, 1, 2, 3) if step_scale is None else (0, 1, 2, 3, 4)
-                grads = [
-                    jax.grad(lambda *a, f=f: jnp.sum(f(*a)[0] * wts), argnums=argnums)(*args)
-                    for f in (fast, ref)
-                ]
-                for a, r in zip(*grads, strict=True):
-                    np.testing.assert_allclose(np.asarray(a), np.asarray(r), rtol=1e-4, atol=1e-5)
+        args = (x, k, scale, bias, step_scale)
+        out, out_ref = fast(*args), ref(*args)
+        np.testing.assert_array_equal(np.asarray(out[0]), np.asarray(out_ref[0]))
+        for a, r in zip(out[1:], out_ref[1:], strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(r), rtol=1e-5, atol=1e-6)
+        argnums = (0, 1, 2, 3) if step_scale is None else (0, 1, 2, 3, 4)
+        grads = [
+            jax.grad(lambda *a, f=f: jnp.sum(f(*a)[0] * wts), argnums=argnums)(*args)
+            for f in (fast, ref)
+        ]
+        for a, r in zip(*grads, strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(r), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="steps_per_chunk=4 does not divide T=6"):
         chunked.conv_norm_lif(
             x, k, scale, bias, None, strides=1, padding=1, algorithm="direct", epsilon=1e-5,
@@ -489,15 +486,17 @@ def test_conv_algorithm_bad_value():
 
 
 def test_model_conv_option_same_outputs_and_gradients():
-    # ResNet-19 at width 1/8 (16-64 channels): "auto" runs its 3x3 stride-1 convs by Winograd,
-    # "direct" by XLA's convolution; logits, batch statistics and gradients agree.
+    # VGG-SNN at width 1/4 (16-128 channels): "auto" runs its 3x3 convs with >= 16 input
+    # channels by Winograd, "direct" by XLA's convolution; logits, batch statistics and
+    # gradients agree.
     from tks_jax import losses, models
 
-    x = jnp.asarray(np.random.default_rng(24).normal(size=(2, 8, 8, 3)).astype(np.float32))
+    rng = np.random.default_rng(24)
+    x = jnp.asarray(rng.poisson(0.5, (2, 2, 16, 16, 2)).astype(np.float32))
     y = jnp.array([1, 3])
     results, convs = [], []
     for conv in ("direct", "auto"):
-        model = models.get_model("resnet19", num_classes=4, width=0.125, conv=conv)
+        model = models.get_model("vgg_snn", num_classes=4, width=0.25, conv=conv)
         variables = model.init(jax.random.key(0), x, num_steps=2, train=False)
 
         def loss(p, model=model, variables=variables):
@@ -513,7 +512,7 @@ def test_model_conv_option_same_outputs_and_gradients():
             variables["params"]
         )
         results.append((value, aux, grads))
-    # Stem (3 channels) and stride-2 convs stay direct; the 3x3 stride-1 ones are Winograd.
+    # The first conv (2 input channels) stays direct; the seven others are Winograd.
     assert 0 < convs[1] < convs[0]
     (v0, a0, g0), (v1, a1, g1) = results
     np.testing.assert_allclose(float(v1), float(v0), rtol=1e-5)
@@ -532,14 +531,14 @@ from tks_jax.models import chunked
 
 chunked.CHUNK_BYTES = 1  # every unit chunked, one step per chunk
 rng = np.random.default_rng(15)
-x = jnp.asarray(rng.poisson(0.5, (4, 8, 16, 16, 2)).astype(np.float32))
+x = jnp.asarray(rng.poisson(0.5, (2, 8, 16, 16, 2)).astype(np.float32))
 y = jnp.asarray(rng.integers(0, 4, 8))
 model = models.get_model("vgg_snn", num_classes=4, width=0.125, remat=True, conv="auto")
-variables = model.init(jax.random.key(0), x, num_steps=4, train=False)
+variables = model.init(jax.random.key(0), x, num_steps=2, train=False)
 
 def loss(p, x, y):
     logits, upd = model.apply({"params": p, "batch_stats": variables["batch_stats"]}, x,
-                              num_steps=4, train=True, mutable=["batch_stats"])
+                              num_steps=2, train=True, mutable=["batch_stats"])
     return losses.mean_ce(logits, y), upd["batch_stats"]
 
 step = jax.jit(jax.value_and_grad(loss, has_aux=True))
