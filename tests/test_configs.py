@@ -123,6 +123,7 @@ BAD = [
     ("loss.lambda_peak", -0.1, "loss.lambda_peak must lie in [0, 1]"),
     ("optimizer.schedule_granularity", "batch", "optimizer.schedule_granularity must be one of"),
     ("optimizer.name", "lamb", "unknown optimizer.name 'lamb'"),
+    ("model.conv", "fft", "unknown model.conv 'fft'; choose one of ['auto', 'winograd', 'direct']"),
 ]
 
 
@@ -156,6 +157,15 @@ def test_eval_steps_beyond_tebn_limit():
         config_lib.check_num_steps_supported(4, 6, "eval_num_steps")
 
 
+def test_config_conv_choices_are_the_models():
+    from tks_jax.models import layers
+
+    for algorithm in layers.CONV_ALGORITHMS:
+        c = _get("cifar10_resnet19")
+        c.model.conv = algorithm
+        config_lib.validate_config(c)
+
+
 def test_incompatible_workdir_refused(tmp_path):
     c = _get("cifar10_resnet19")
     assert not config_lib.check_workdir(str(tmp_path), c)  # empty: a new run
@@ -166,6 +176,13 @@ def test_incompatible_workdir_refused(tmp_path):
     (tmp_path / "checkpoints" / "10").mkdir(parents=True)
     assert config_lib.check_workdir(str(tmp_path), c)  # same config: resume
     c.log_every_steps = 7  # runtime keys may change on resume
+    assert config_lib.check_workdir(str(tmp_path), c)
+    # How the model computes may change too (same parameters, same maths): remat to fit a
+    # smaller machine, the conv algorithm, or a run saved before model.conv existed.
+    old = c.to_dict()
+    del old["model"]["conv"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    c.model.remat, c.model.conv = True, "direct"
     assert config_lib.check_workdir(str(tmp_path), c)
     c.loss.temperature = 2.0
     with pytest.raises(ValueError, match=r"incompatible config \(loss.temperature: 3.0 -> 2.0\)"

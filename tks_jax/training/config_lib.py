@@ -26,12 +26,15 @@ MODELS = ("vgg_snn", "resnet19", "sew_resnet18", "sew_resnet19", "sew_resnet34",
 LOSSES = ("baseline", "ls", "tet", "tks")
 
 # Keys that may change between a run and its resumption (they do not change the maths of
-# training): logging/checkpoint cadence, paths, worker counts, evaluation settings.
+# training): logging/checkpoint cadence, paths, worker counts, evaluation settings, and how
+# the model computes (model.conv and model.remat: same results up to fp32 rounding, same
+# parameters; a run saved before model.conv existed resumes too).
 RUNTIME_KEYS = (
     "overwrite", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
     "async_checkpointing", "eval_every_epochs", "eval_batch_size", "eval_num_steps",
     "distributed", "data.data_dir", "data.num_workers", "data.eval_split",
     "data.max_eval_examples", "tensorboard", "max_train_steps", "description",
+    "model.conv", "model.remat",
 )
 
 
@@ -82,6 +85,9 @@ def validate_config(
         _fail(f"unknown model.name {config.model.name!r}; choose one of {list(MODELS)}.")
     if config.loss.name not in LOSSES:
         _fail(f"unknown loss.name {config.loss.name!r}; choose one of {list(LOSSES)}.")
+    conv_algorithms = ("auto", "winograd", "direct")  # tks_jax.models.layers.CONV_ALGORITHMS
+    if config.model.get("conv", "auto") not in conv_algorithms:
+        _fail(f"unknown model.conv {config.model.conv!r}; choose one of {list(conv_algorithms)}.")
     for key in ("num_steps", "eval_num_steps"):
         t = config.get(key)
         if key == "eval_num_steps" and t is None:
