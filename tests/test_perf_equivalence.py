@@ -570,3 +570,34 @@ def test_chunked_remat_under_data_parallel_sharding():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SHARDED_OK" in proc.stdout
+
+
+def test_resnet19_remat_covers_whole_blocks():
+    # remat=True on ResNet-19: the first unit of each block chunked or rematerialised, the
+    # second half (conv, norm, shortcut, LIF) rematerialised; same tree, loss and gradients.
+    from tks_jax import losses, models
+
+    x = jnp.asarray(np.random.default_rng(16).normal(size=(2, 8, 8, 3)).astype(np.float32))
+    y = jnp.array([0, 3])
+    out = []
+    for remat in (False, True):
+        model = models.get_model("resnet19", num_classes=4, width=0.125, remat=remat)
+        variables = model.init(jax.random.key(0), x, num_steps=2, train=False)
+
+        def loss(p, model=model, variables=variables):
+            logits, _ = model.apply(
+                {"params": p, "batch_stats": variables["batch_stats"]},
+                x, num_steps=2, train=True, mutable=["batch_stats"],
+            )
+            return losses.mean_ce(logits, y)
+
+        jaxpr = str(jax.make_jaxpr(jax.grad(loss))(variables["params"]))
+        out.append((jaxpr, jax.jit(jax.value_and_grad(loss))(variables["params"])))
+    # 8 blocks x 2 halves + stem: every one a checkpoint (the units are too small to chunk).
+    assert out[1][0].count("checkpoint") + out[1][0].count("remat") >= 17
+    assert "checkpoint" not in out[0][0] and "remat" not in out[0][0]
+    (l0, g0), (l1, g1) = out[0][1], out[1][1]
+    np.testing.assert_allclose(float(l1), float(l0), rtol=1e-5)
+    assert jax.tree.structure(g0) == jax.tree.structure(g1)
+    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1), strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)

@@ -43,14 +43,22 @@ class BasicBlock(nn.Module):
         """``[T, B, H, W, C] -> [T, B, H/s, W/s, features]`` spikes."""
         cfg = self.config
         out = base.ConvNormLIF(self.features, 3, self.strides, cfg, name="unit1")(x, train=train)
-        out = cfg.make_conv(self.features, 3, 1, name="conv2")(out)
-        out = cfg.make_norm(RESIDUAL_ALPHA, name="norm2")(out, train=train)
-        if self.strides != 1 or x.shape[-1] != self.features:
-            shortcut = cfg.make_conv(self.features, 1, self.strides, name="shortcut_conv")(x)
-            shortcut = cfg.make_norm(RESIDUAL_ALPHA, name="shortcut_norm")(shortcut, train=train)
-        else:
-            shortcut = x
-        return cfg.make_lif(name="lif2")(out + shortcut)
+
+        def tail(mdl: BasicBlock, out: Array, x: Array) -> Array:
+            out = cfg.make_conv(mdl.features, 3, 1, name="conv2")(out)
+            out = cfg.make_norm(RESIDUAL_ALPHA, name="norm2")(out, train=train)
+            if mdl.strides != 1 or x.shape[-1] != mdl.features:
+                shortcut = cfg.make_conv(mdl.features, 1, mdl.strides, name="shortcut_conv")(x)
+                shortcut = cfg.make_norm(RESIDUAL_ALPHA, name="shortcut_norm")(
+                    shortcut, train=train
+                )
+            else:
+                shortcut = x
+            return cfg.make_lif(name="lif2")(out + shortcut)
+
+        if cfg.remat:  # the second half of the block recomputed too (same parameter tree)
+            tail = nn.remat(tail)
+        return tail(self, out, x)
 
 
 class ResNet19(base.SpikingNet):
