@@ -71,7 +71,7 @@ def test_report_and_logs_written(straight_run):
     assert [x["step"] for x in lines if x["split"] == "eval"] == [2, 4]
     assert all("aurc_logit" in x for x in lines if x["split"] == "eval")
     eval_step = loop._jitted_eval_step(model, 2, sharding.make_mesh())
-    assert eval_step._cache_size() == 1
+    assert eval_step.num_compilations() == 1
     config = json.load(open(os.path.join(workdir, "config.json")))
     assert config["loss"]["name"] == "tks" and config["num_steps"] == 2
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints")))[-1] == "4"
