@@ -7,8 +7,8 @@ Command:
 
 Measured with ``make train`` on the idle 2-core build machine (2026-11-30, jax 0.10.2, Winograd
 convolutions): 99.05% test top-1 (98.16% with the first step alone), AURC x1000 0.22, 2 min
-14 s wall (``--config.model.conv=direct``: 99.04%, 2 min 7 s; its training steps ran ~10%
-slower, its compile faster)
+1-14 s wall in two runs, peak RSS 1.1 GB (``--config.model.conv=direct``: 99.04%, 2 min 7 s,
+0.77 GB; its training steps ran ~10% slower, its compile was faster and smaller)
 (an earlier run on the same machine shared with other jobs, load ~7: 98.97%, 7 min 8 s).
 Not a paper experiment: the paper has no MNIST row.
 
