@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from tks_jax import spiking
-from tks_jax.models import winograd
+from tks_jax.models import chunking, winograd
 
 Array = jax.Array
 Dtype = Any
@@ -68,8 +68,7 @@ def _im2col_weight_grad(x: Array, g: Array, kernel_shape, strides, padding) -> A
     sh, sw = strides
     n, ho, wo, _ = g.shape
     per_sample = ho * wo * kh * kw * cin * x.dtype.itemsize
-    fits = [d for d in range(1, n + 1) if n % d == 0 and d * per_sample <= _WGRAD_CHUNK_BYTES]
-    chunk = max(fits, default=1)
+    chunk = chunking.chunk_size(n, per_sample, _WGRAD_CHUNK_BYTES)
     xp = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
 
     def chunk_grad(xp_c: Array, g_c: Array) -> Array:
@@ -90,19 +89,7 @@ def _im2col_weight_grad(x: Array, g: Array, kernel_shape, strides, padding) -> A
             preferred_element_type=jnp.float32,
         )
 
-    if chunk == n:
-        dw = chunk_grad(xp, g)
-    else:
-        xs = (
-            xp.reshape((n // chunk, chunk) + xp.shape[1:]),
-            g.reshape((n // chunk, chunk) + g.shape[1:]),
-        )
-        dw, _ = jax.lax.scan(
-            lambda acc, c: (acc + chunk_grad(*c), None),
-            jnp.zeros((kh * kw * cin, cout), jnp.float32),
-            xs,
-        )
-    return dw.reshape(kernel_shape)
+    return chunking.sum_over_chunks(chunk_grad, (xp, g), chunk).reshape(kernel_shape)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tks_jax.models import chunking
+
 Array = jax.Array
 
 # The transforms as matrices (used for the weight transform and by the tests; the tile
@@ -121,11 +123,6 @@ def _mm(a: Array, b: Array, contract_a: int, contract_b: int) -> Array:
     )
 
 
-def _chunk(n: int, per_sample_bytes: int) -> int:
-    fits = [d for d in range(1, n + 1) if n % d == 0 and d * per_sample_bytes <= CHUNK_BYTES]
-    return max(fits, default=1)
-
-
 def _tile_bytes(x: Array) -> int:
     _, h, w, c = x.shape
     return 16 * (-(-h // 2)) * (-(-w // 2)) * c * 4
@@ -135,7 +132,7 @@ def _forward(x: Array, u: list[Array], transpose_u: bool = False) -> Array:
     """The convolution of ``x`` with the kernel whose tiles are ``u`` (``[Cin, Cout]``, or
     ``[Cout, Cin]`` with ``transpose_u``: the input gradient, without transposing weights)."""
     n, h, w, _ = x.shape
-    chunk = _chunk(n, _tile_bytes(x))
+    chunk = chunking.chunk_size(n, _tile_bytes(x), CHUNK_BYTES)
 
     def one(xc):
         v, (nc, p, q) = _input_tiles(xc)
@@ -144,32 +141,19 @@ def _forward(x: Array, u: list[Array], transpose_u: bool = False) -> Array:
 
     if chunk == n:
         return one(x)
-    y = jax.lax.map(one, x.reshape((n // chunk, chunk) + x.shape[1:]))
+    y = jax.lax.map(one, chunking.split(x, chunk))
     return y.reshape((n,) + y.shape[2:])
 
 
 def _weight_grad(x: Array, g: Array) -> Array:
-    n = x.shape[0]
-    chunk = _chunk(n, _tile_bytes(x) + _tile_bytes(g))
+    chunk = chunking.chunk_size(x.shape[0], _tile_bytes(x) + _tile_bytes(g), CHUNK_BYTES)
 
     def one(xc, gc):
         v, _ = _input_tiles(xc)
         gt = _grad_tiles(gc)
-        return [_mm(v[k], gt[k], 0, 0) for k in range(16)]  # [Cin, Cout] each
+        return [_mm(v[k], gt[k], 0, 0) for k in range(16)]  # dU[k] = V[k]^T A g A^T [k]
 
-    if chunk == n:
-        du = one(x, g)
-    else:
-        xs = (
-            x.reshape((n // chunk, chunk) + x.shape[1:]),
-            g.reshape((n // chunk, chunk) + g.shape[1:]),
-        )
-        du, _ = jax.lax.scan(
-            lambda acc, c: ([a + b for a, b in zip(acc, one(*c), strict=True)], None),
-            [jnp.zeros((x.shape[-1], g.shape[-1]), jnp.float32)] * 16,
-            xs,
-        )
-    return _weight_from_tiles(du)
+    return _weight_from_tiles(chunking.sum_over_chunks(one, (x, g), chunk))
 
 
 @jax.custom_vjp
