@@ -308,8 +308,8 @@ def _lif_autodiff(
 
 
 def _lif_forward(currents, tau, v_threshold, unroll, u0=None):
-    """Spikes and charged membranes ``[T, ...]`` from the membrane ``u0`` (default 0); with
-    ``u0`` given, also the membrane after the last step (to continue in a later chunk)."""
+    """Spikes and charged membranes ``[T, ...]`` from the membrane ``u0`` (default 0), and the
+    membrane after the last step (to continue in a later chunk of time)."""
     dtype = currents.dtype
     tau_, vth_ = jnp.asarray(tau, dtype), jnp.asarray(v_threshold, dtype)
 
@@ -320,19 +320,17 @@ def _lif_forward(currents, tau, v_threshold, unroll, u0=None):
 
     start = jnp.zeros(currents.shape[1:], dtype) if u0 is None else u0
     u_end, (spikes, charged) = jax.lax.scan(step, start, currents, unroll=unroll)
-    if u0 is None:
-        return spikes, charged
     return spikes, charged, u_end
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5, 6))
 def _lif_scan(currents, tau, v_threshold, surrogate, detach_reset, with_membrane, unroll):
-    spikes, charged = _lif_forward(currents, tau, v_threshold, unroll)
+    spikes, charged, _ = _lif_forward(currents, tau, v_threshold, unroll)
     return spikes, (charged * (1 - spikes) if with_membrane else None)
 
 
 def _lif_scan_fwd(currents, tau, v_threshold, surrogate, detach_reset, with_membrane, unroll):
-    spikes, charged = _lif_forward(currents, tau, v_threshold, unroll)
+    spikes, charged, _ = _lif_forward(currents, tau, v_threshold, unroll)
     membranes = charged * (1 - spikes) if with_membrane else None
     return (spikes, membranes), charged
 

@@ -113,9 +113,9 @@ def get_model(name: str, *, num_classes: int, **options: Any) -> SpikingNet:
           otherwise.
         tau (2.0), v_threshold (0.5), surrogate ('qgate'), surrogate_alpha (None = the
           surrogate's default), detach_reset (True): LIF options.
-        remat (False): trade compute for memory in training. Conv-norm-LIF units whose
-          output spans several time chunks (``models/chunked.py``) run a few steps at a time
-          with a hand-written backward; the others are rematerialised whole (``nn.remat``).
+        remat (False): trade compute for memory in training. Float32 conv-norm-LIF units
+          whose output spans several time chunks (``models/chunked.py``) run a few steps at a
+          time with a hand-written backward; the others are rematerialised whole (``nn.remat``).
           VGG-SNN at T = 32: 0.39x the peak memory, -36 % speed.
         dtype ('float32' | 'bfloat16' or a jnp dtype): compute dtype; params stay float32.
         connect ('add' | 'iand' | 'and'): SEW models only; other models accept only 'add'

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from tks_jax import spiking
-from tks_jax.models import layers
+from tks_jax.models import chunking, layers
 
 Array = jax.Array
 
@@ -47,11 +47,7 @@ CHUNK_BYTES = 96 * 2**20
 
 def chunk_steps(num_steps: int, bytes_per_step: int) -> int:
     """The largest divisor of ``num_steps`` whose chunk stays within ``CHUNK_BYTES`` (>= 1)."""
-    fits = [
-        d for d in range(1, num_steps + 1)
-        if num_steps % d == 0 and d * bytes_per_step <= CHUNK_BYTES
-    ]
-    return max(fits, default=1)
+    return chunking.chunk_size(num_steps, bytes_per_step, CHUNK_BYTES)
 
 
 def _conv(x: Array, kernel: Array, spec: tuple) -> Array:
@@ -68,7 +64,8 @@ def _conv(x: Array, kernel: Array, spec: tuple) -> Array:
 
 
 def _chunks(a: Array, k: int) -> Array:
-    return a.reshape((k, a.shape[0] // k) + a.shape[1:])
+    """``[T, ...] -> [k, T // k, ...]``."""
+    return chunking.split(a, a.shape[0] // k)
 
 
 def _steps(p: Array | None) -> Array | None:
@@ -83,25 +80,27 @@ def _forward(x, kernel, scale, bias, step_scale, statics):
     spec, eps, tau, v_threshold, surrogate, detach_reset, k = statics
     del surrogate, detach_reset
 
-    def stats(acc, xc):
+    def stats(xc):
         z = _conv(xc, kernel, spec)
-        return (acc[0] + _sum(z), acc[1] + _sum(jnp.square(z))), None
+        return _sum(z), _sum(jnp.square(z))
 
-    c = kernel.shape[-1]
-    zeros = jnp.zeros((c,), jnp.float32)
-    (s1, s2), _ = jax.lax.scan(stats, (zeros, zeros), _chunks(x, k))
+    s1, s2 = chunking.sum_over_chunks(stats, (x,), x.shape[0] // k)
     out_shape = jax.eval_shape(lambda a: _conv(a, kernel, spec), x[:1]).shape
     n = x.shape[0] * x.shape[1] * out_shape[2] * out_shape[3]
+    # Spec section 6: BatchNorm statistics over (T, B, H, W) per channel, the biased variance
+    # as flax's BatchNorm computes it (mean of squares minus squared mean, clipped at 0).
     mean = s1 / n
-    var = jnp.maximum(0.0, s2 / n - jnp.square(mean))  # flax's "fast variance"
+    var = jnp.maximum(0.0, s2 / n - jnp.square(mean))
     mul = jax.lax.rsqrt(var + eps) * scale
 
     def run(u, inputs):
         xc, pc = inputs
+        # Section 6: gamma * (z - mean) / sqrt(var + eps) + beta, in flax's order of operations
+        # (the backward recomputes it the same way, so the recomputed spikes are identical).
         y = (_conv(xc, kernel, spec) - mean) * mul + bias
         if pc is not None:
-            y = y * _steps(pc)
-        s, _, u_end = spiking._lif_forward(y, tau, v_threshold, 1, u0=u)
+            y = y * _steps(pc)  # TEBN: step t times p_t
+        s, _, u_end = spiking._lif_forward(y, tau, v_threshold, 1, u0=u)  # Eq. 1-2
         return u_end, (s, u)
 
     u0 = jnp.zeros(out_shape[1:], x.dtype)
@@ -139,10 +138,10 @@ def _unit_bwd(statics, res, cts):
         pc = None if ps is None else at(ps)
         z = _conv(xc, kernel, spec)
         xhat = (z - mean) * rstd
-        y = (z - mean) * mul + bias
+        y = (z - mean) * mul + bias  # exactly as in the forward pass
         yp = y if pc is None else y * _steps(pc)
         _, charged, _ = spiking._lif_forward(yp, tau, v_threshold, 1, u0=u_start)
-        g_yp, g_u = spiking._lif_backward(
+        g_yp, g_u = spiking._lif_backward(  # Eq. 1-2 backward, membrane carried across chunks
             tau, v_threshold, surrogate, detach_reset, 1, charged, g_s, None, g_u
         )
         if pc is None:
@@ -168,6 +167,7 @@ def _unit_bwd(statics, res, cts):
         xc, g_yc = inputs
         z, vjp = jax.vjp(lambda a, w: _conv(a, w, spec), xc, kernel)
         xhat = (z - mean) * rstd
+        # BatchNorm's input gradient through the batch statistics (section 6 differentiated).
         g_z = rstd * (g_yc * scale - mean_g - xhat * mean_gx)
         g_x, g_k = vjp(g_z.astype(z.dtype))
         return d_kernel + g_k, g_x
