@@ -160,6 +160,7 @@ def test_eval_steps_beyond_tebn_limit():
 def test_config_conv_choices_are_the_models():
     from tks_jax.models import layers
 
+    assert config_lib.CONV_ALGORITHMS == layers.CONV_ALGORITHMS
     for algorithm in layers.CONV_ALGORITHMS:
         c = _get("cifar10_resnet19")
         c.model.conv = algorithm

@@ -24,6 +24,7 @@ DATASETS = (
 )
 MODELS = ("vgg_snn", "resnet19", "sew_resnet18", "sew_resnet19", "sew_resnet34", "sew_resnet50")
 LOSSES = ("baseline", "ls", "tet", "tks")
+CONV_ALGORITHMS = ("auto", "winograd", "direct")  # = tks_jax.models.layers.CONV_ALGORITHMS
 
 # Keys that may change between a run and its resumption (they do not change the maths of
 # training): logging/checkpoint cadence, paths, worker counts, evaluation settings, and how
@@ -85,9 +86,8 @@ def validate_config(
         _fail(f"unknown model.name {config.model.name!r}; choose one of {list(MODELS)}.")
     if config.loss.name not in LOSSES:
         _fail(f"unknown loss.name {config.loss.name!r}; choose one of {list(LOSSES)}.")
-    conv_algorithms = ("auto", "winograd", "direct")  # tks_jax.models.layers.CONV_ALGORITHMS
-    if config.model.get("conv", "auto") not in conv_algorithms:
-        _fail(f"unknown model.conv {config.model.conv!r}; choose one of {list(conv_algorithms)}.")
+    if config.model.get("conv", "auto") not in CONV_ALGORITHMS:
+        _fail(f"unknown model.conv {config.model.conv!r}; choose one of {list(CONV_ALGORITHMS)}.")
     for key in ("num_steps", "eval_num_steps"):
         t = config.get(key)
         if key == "eval_num_steps" and t is None:
