@@ -227,20 +227,29 @@ def test_conv_module_gradients_match_plain_flax_conv():
     np.testing.assert_allclose(np.asarray(g_fast), np.asarray(g_plain), rtol=1e-4, atol=1e-5)
 
 
-def _vgg_loss_and_grads(x, y, **options):
+def _model_loss(name, x, y, steps, **options):
+    """A zoo model's initial variables and its training loss at T = ``steps``: ``params ->
+    (mean CE, (logits, updated batch_stats))``, 4 classes (``options``: ``get_model``'s)."""
     from tks_jax import losses, models
 
-    model = models.get_model("vgg_snn", num_classes=4, width=0.125, **options)
-    variables = model.init(jax.random.key(0), x, num_steps=x.shape[0], train=False)
+    model = models.get_model(name, num_classes=4, **options)
+    variables = model.init(jax.random.key(0), x, num_steps=steps, train=False)
 
     def loss(p):
         logits, upd = model.apply(
             {"params": p, "batch_stats": variables["batch_stats"]},
-            x, num_steps=x.shape[0], train=True, mutable=["batch_stats"],
+            x, num_steps=steps, train=True, mutable=["batch_stats"],
         )
-        return losses.mean_ce(logits, y), upd["batch_stats"]
+        return losses.mean_ce(logits, y), (logits, upd["batch_stats"])
 
-    (value, stats), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+    return variables, loss
+
+
+def _vgg_loss_and_grads(x, y, **options):
+    variables, loss = _model_loss("vgg_snn", x, y, x.shape[0], width=0.125, **options)
+    (value, (_, stats)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
+        variables["params"]
+    )
     return variables, value, stats, grads, loss
 
 
@@ -489,23 +498,12 @@ def test_model_conv_option_same_outputs_and_gradients():
     # VGG-SNN at width 1/4 (16-128 channels): "auto" runs its 3x3 convs with >= 16 input
     # channels by Winograd, "direct" by XLA's convolution; logits, batch statistics and
     # gradients agree.
-    from tks_jax import losses, models
-
     rng = np.random.default_rng(24)
     x = jnp.asarray(rng.poisson(0.5, (2, 2, 16, 16, 2)).astype(np.float32))
     y = jnp.array([1, 3])
     results, convs = [], []
     for conv in ("direct", "auto"):
-        model = models.get_model("vgg_snn", num_classes=4, width=0.25, conv=conv)
-        variables = model.init(jax.random.key(0), x, num_steps=2, train=False)
-
-        def loss(p, model=model, variables=variables):
-            logits, upd = model.apply(
-                {"params": p, "batch_stats": variables["batch_stats"]},
-                x, num_steps=2, train=True, mutable=["batch_stats"],
-            )
-            return losses.mean_ce(logits, y), (logits, upd)
-
+        variables, loss = _model_loss("vgg_snn", x, y, 2, width=0.25, conv=conv)
         jaxpr = str(jax.make_jaxpr(loss)(variables["params"]))
         convs.append(jaxpr.count("conv_general_dilated"))
         (value, aux), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
@@ -575,21 +573,14 @@ def test_chunked_remat_under_data_parallel_sharding():
 def test_resnet19_remat_covers_whole_blocks():
     # remat=True on ResNet-19: the first unit of each block chunked or rematerialised, the
     # second half (conv, norm, shortcut, LIF) rematerialised; same tree, loss and gradients.
-    from tks_jax import losses, models
-
     x = jnp.asarray(np.random.default_rng(16).normal(size=(2, 8, 8, 3)).astype(np.float32))
     y = jnp.array([0, 3])
     out = []
     for remat in (False, True):
-        model = models.get_model("resnet19", num_classes=4, width=0.125, remat=remat)
-        variables = model.init(jax.random.key(0), x, num_steps=2, train=False)
+        variables, loss_aux = _model_loss("resnet19", x, y, 2, width=0.125, remat=remat)
 
-        def loss(p, model=model, variables=variables):
-            logits, _ = model.apply(
-                {"params": p, "batch_stats": variables["batch_stats"]},
-                x, num_steps=2, train=True, mutable=["batch_stats"],
-            )
-            return losses.mean_ce(logits, y)
+        def loss(p, loss_aux=loss_aux):
+            return loss_aux(p)[0]
 
         jaxpr = str(jax.make_jaxpr(jax.grad(loss))(variables["params"]))
         out.append((jaxpr, jax.jit(jax.value_and_grad(loss))(variables["params"])))
