@@ -67,7 +67,12 @@ def _time(f, *args, repeats: int) -> float:
 
 
 def bench(impl: str, n: int, hw: int, cin: int, cout: int, repeats: int) -> dict:
-    conv = IMPLS[impl]
+    return bench_conv(IMPLS[impl], impl, n, hw, cin, cout, repeats)
+
+
+def bench_conv(conv, impl: str, n: int, hw: int, cin: int, cout: int, repeats: int) -> dict:
+    """Times forward, input grad, weight grad and both grads of ``conv(x, w)``, and records the
+    largest relative difference of its forward to ``conv_lax``."""
     x = jax.random.normal(jax.random.key(0), (n, hw, hw, cin), jnp.float32)
     w = jax.random.normal(jax.random.key(1), (3, 3, cin, cout), jnp.float32) * 0.05
     g = jax.random.normal(jax.random.key(2), (n, hw, hw, cout), jnp.float32)
@@ -78,6 +83,8 @@ def bench(impl: str, n: int, hw: int, cin: int, cout: int, repeats: int) -> dict
     gflop = 2.0 * n * hw * hw * 9 * cin * cout / 1e9
     rec = {"impl": impl, "n": n, "hw": hw, "cin": cin, "cout": cout,
            "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    ref = jax.jit(conv_lax)(x, w)
+    rec["fwd_max_rel_err"] = float(jnp.max(jnp.abs(fwd(x, w) - ref)) / jnp.max(jnp.abs(ref)))
     for key, f, args in [("fwd", fwd, (x, w)), ("dgrad", dgrad, (x, w, g)),
                          ("wgrad", wgrad, (x, w, g)), ("bwd", both, (x, w, g))]:
         t = _time(f, *args, repeats=repeats)
