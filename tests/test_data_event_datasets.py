@@ -377,3 +377,25 @@ def test_prepare_command_line(dvs_tree, tmp_path, capsys):
     assert ed.is_prepared("dvs_cifar10", data_dir)
     # A second run finds the prepared store and leaves it alone.
     assert prepare.main(argv) == 0
+
+
+@pytest.mark.parametrize(
+    "config_name,extent",
+    [("dvs_cifar10_vgg_snn", "sensor"), ("ncaltech101_vgg_snn", "recording")],
+)
+def test_configs_name_the_frame_options_and_bad_values_are_refused(config_name, extent):
+    import importlib
+
+    import train_testlib  # noqa: F401  (puts the repo root on sys.path for `configs`)
+
+    from tks_jax.training import config_lib
+
+    config = importlib.import_module(f"configs.{config_name}").get_config()
+    assert dict(config.data.event_frames) == {"binning": "equal", "extent": extent}
+    assert ed.frame_options(config.data.name) == dict(config.data.event_frames)
+    config_lib.validate_config(config)
+    config.data.event_frames.binning = "authors"
+    config_lib.validate_config(config)
+    config.data.event_frames.binning = "fork"
+    with pytest.raises(ValueError, match="data.event_frames: .*binning must be one of"):
+        config_lib.validate_config(config)
