@@ -51,7 +51,7 @@ def test_aedat2_unwraps_32bit_timestamps():
 
 
 def test_aedat2_bit15_is_decoded_like_the_authors_reader():
-    # jAER's external-event flag (bit 15) is not a coordinate bit: decoded, not rejected.
+    # Bit 15 is outside the x / y / polarity fields and unchecked (as the authors' reader).
     data = aedat2_bytes([3], [4], [1], [7])
     header_len = len(b"".join(line + b"\r\n" for line in HEADER))
     data = data[:header_len] + (0x8000 | (4 << 8) | (3 << 1) | 1).to_bytes(4, "big") + data[-4:]

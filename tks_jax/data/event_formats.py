@@ -8,18 +8,18 @@ An *event record* is a dict of 1-D arrays of equal length ``N`` (one entry per e
 
 Formats (layouts checked against the datasets' own readers, re-implemented here):
 
-- DVS-CIFAR10 (Li et al. 2017) ships AEDAT 2.0 files written by jAER for a DVS128 sensor:
-  ASCII header lines starting with ``#`` (the first one ``#!AER-DAT2.0``), then big-endian
-  records of ``(uint32 address, uint32 timestamp [us])``. Address bits: ``addr & 1`` is the
-  polarity bit (0 = ON, as in jAER's DVS128 extractor and the dataset's ``dat2mat.m``),
-  ``(addr >> 1) & 0x7F`` the sensor x and ``(addr >> 8) & 0x7F`` the sensor y (jAER's y points
-  up); bit 15 is jAER's external-event flag (decoded like any event, as the authors' reader
-  does). We map them to image coordinates exactly like the reader the TKS authors trained with
-  (BrainCog's tonic fork, also spikingjelly's ``CIFAR10DVS``):
-  ``x = 127 - sensor_y``, ``y = 127 - sensor_x``, ``p = 1 - (addr & 1)``. This is a transpose
-  of jAER's display orientation; it only matters for which axis the flip augmentation mirrors,
-  and we keep it so our frames match the ones behind the paper's numbers. 32-bit timestamp
-  wrap-arounds (a backwards jump larger than 2**31 us) are unwrapped.
+- DVS-CIFAR10 (Li et al. 2017) ships AEDAT 2.0 files written by jAER for a DVS128 sensor: ASCII
+  header lines starting with ``#`` (the first one ``#!AER-DAT2.0``), then big-endian records of
+  ``(uint32 address, uint32 timestamp [us])``. Address bits: ``addr & 1`` is the polarity bit (0
+  = ON, as in jAER's DVS128 extractor and the dataset's ``dat2mat.m``), ``(addr >> 1) & 0x7F``
+  the sensor x and ``(addr >> 8) & 0x7F`` the sensor y (jAER's y points up); bit 15 is not part
+  of them and not checked (the authors' reader ignores it too). We map them to image coordinates
+  exactly like the reader the TKS authors trained with (BrainCog's tonic fork, also
+  spikingjelly's ``CIFAR10DVS``): ``x = 127 - sensor_y``, ``y = 127 - sensor_x``, ``p = 1 -
+  (addr & 1)``. This is a transpose of jAER's display orientation; it only matters for which
+  axis the flip augmentation mirrors, and we keep it so our frames match the ones behind the
+  paper's numbers. 32-bit timestamp wrap-arounds (a backwards jump larger than 2**31 us) are
+  unwrapped.
 - N-Caltech101 (Orchard et al. 2015), ATIS sensor: 5 bytes (40 bits) per event, big-endian
   bit order: bits 39-32 x, bits 31-24 y, bit 23 polarity (1 = ON), bits 22-0 timestamp [us].
   An event with ``y == 240`` is a timestamp-overflow marker, not an event: every later
@@ -56,7 +56,7 @@ _AEDAT2_RECORD_BYTES = 8
 _DVS128_POLARITY_MASK = 0x1
 _DVS128_X_SHIFT, _DVS128_X_MASK = 1, 0x7F
 _DVS128_Y_SHIFT, _DVS128_Y_MASK = 8, 0x7F
-_DVS128_UNUSED_ADDRESS_BITS = 0xFFFF0000  # bits 16-31: never set by a DVS128
+_DVS128_UNUSED_ADDRESS_BITS = 0xFFFF0000  # bits 16-31: outside the DVS128 address layout
 _UINT32_WRAP = 1 << 32
 
 # ATIS (N-Caltech101) geometry and 40-bit record layout.
