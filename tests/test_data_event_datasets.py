@@ -205,6 +205,19 @@ def test_missing_manual_dir_error(tmp_path):
     assert "--manual_dir" in str(info.value)
 
 
+def test_aedat4_only_tree_names_the_format(tmp_path):
+    manual = tmp_path / "manual"
+    for name in ed.DVS_CIFAR10_CLASSES:
+        (manual / name).mkdir(parents=True)
+        (manual / name / f"{name}_0.aedat4").write_bytes(b"#!AER-DAT4.0\r\n")
+    with pytest.raises(FileNotFoundError) as info:
+        ed.prepare_event_dataset(
+            "dvs_cifar10", data_dir=str(tmp_path / "data"), manual_dir=str(manual)
+        )
+    message = str(info.value)
+    assert "found instead: 10 .aedat4 files" in message and "AEDAT 2.0" in message
+
+
 def test_bad_names_and_splits(dvs_prepared):
     with pytest.raises(ValueError, match="Unknown event dataset"):
         ed.get_event_source("dvs_mnist", "train", dvs_prepared)

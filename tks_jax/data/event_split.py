@@ -51,14 +51,38 @@ def class_root(name: str, manual_dir: str, suffix: str, subdirs: Sequence[str]) 
     Raises:
       FileNotFoundError: no subfolder with ``suffix`` files (names the dataset and command).
     """
-    for root in [manual_dir] + [os.path.join(manual_dir, d) for d in subdirs]:
+    roots = [manual_dir] + [os.path.join(manual_dir, d) for d in subdirs]
+    for root in roots:
         if os.path.isdir(root) and _recording_folders(root, suffix):
             return root
     raise FileNotFoundError(
         f"{name}: no class folders with {suffix} files under {manual_dir} (also looked in "
-        f"{', '.join(subdirs)}). Extract the original recordings there, one folder per class, "
-        f"then run `python -m tks_jax.data.prepare {name} --data_dir DIR --manual_dir DIR`."
+        f"{', '.join(subdirs)}){_other_files(roots)}. Extract the original recordings there, "
+        "one folder per class, then run "
+        f"`python -m tks_jax.data.prepare {name} --data_dir DIR --manual_dir DIR`."
     )
+
+
+def _other_files(roots: Sequence[str]) -> str:
+    """``'; found instead: 3 .aedat4 files (AEDAT 4.0 ...)'`` for the class-folder error."""
+    counts: dict[str, int] = {}
+    for root in roots:
+        if not os.path.isdir(root):
+            continue
+        for d in os.listdir(root):
+            folder = os.path.join(root, d)
+            if os.path.isdir(folder):
+                for f in os.listdir(folder):
+                    ext = os.path.splitext(f)[1] or f
+                    counts[ext] = counts.get(ext, 0) + 1
+    if not counts:
+        return ""
+    found = ", ".join(f"{n} {ext} files" for ext, n in sorted(counts.items())[:5])
+    if ".aedat4" in counts:
+        found += (
+            " (.aedat4 is AEDAT 4.0; CIFAR10-DVS's original recordings are AEDAT 2.0 .aedat files)"
+        )
+    return f"; found instead: {found}"
 
 
 def check_class_folders(name: str, root: str, suffix: str, class_names: Sequence[str]) -> None:
