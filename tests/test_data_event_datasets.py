@@ -185,6 +185,23 @@ def test_get_dataset_serves_time_major_event_batches(dvs_prepared):
     assert info.num_examples == 10 and info.is_event and info.num_classes == 10
 
 
+def test_get_dataset_passes_the_frame_options(dvs_prepared):
+    from tks_jax.data import get_dataset
+
+    kwargs = dict(batch_size=4, num_steps=3, train=False, data_dir=dvs_prepared)
+    kwargs.update(shard_index=0, shard_count=1)
+    default = next(get_dataset("dvs_cifar10", "test", **kwargs)[0])["image"]
+    it, _ = get_dataset("dvs_cifar10", "test", event_frames={"binning": "authors"}, **kwargs)
+    authors = next(it)["image"]
+    test, _ = ed.get_event_source("dvs_cifar10", "test", dvs_prepared)
+    (to_frames,) = ed.event_transforms(
+        "dvs_cifar10", num_steps=3, train=False, frames={"binning": "authors"}
+    )
+    want = np.stack([to_frames.map(test[i])["image"] for i in range(4)], axis=1)
+    np.testing.assert_allclose(authors, want, rtol=1e-6)
+    assert not np.allclose(authors, default)
+
+
 def test_not_prepared_error_names_dataset_path_and_command(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         ed.get_event_source("ncaltech101", "train", str(tmp_path))
@@ -372,6 +389,40 @@ def test_ncaltech101_prepare_class_folders_split_and_extent(tmp_path):
             "ncaltech101", data_dir=str(tmp_path / "d3"), manual_dir=str(manual)
         )
     assert "unexpected: Emu_extra" in str(info.value) and "missing" not in str(info.value)
+
+
+def test_ncaltech101_tree_with_one_bad_file_of_each_kind(tmp_path):
+    rng = np.random.default_rng(3)
+    root = tmp_path / "manual" / "Caltech101"
+    for name in ed.NCALTECH101_CLASSES:
+        (root / name).mkdir(parents=True)
+        _write_atis(root / name / "image_0001.bin", rng, 8)
+    good = (root / "ant" / "image_0001.bin").read_bytes()
+    marker = ((0 << 32) | (240 << 24)).to_bytes(5, "big")
+    bad = {
+        "bass/image_0001.bin": (b"", "empty file"),
+        "brain/image_0001.bin": (marker * 3, "no events (3 timestamp-overflow markers only)"),
+        "camera/image_0001.bin": (_atis_event(241, 7, 5) + good, "x=241, y=7"),
+        "cup/image_0001.bin": (good + _atis_event(1, 1, 0), "timestamps not monotonic"),
+        "emu/image_0001.bin": (good[:-1], "incomplete event"),
+    }
+    for rel, (data, _) in bad.items():
+        (root / rel).write_bytes(data)
+    data_dir = tmp_path / "data"
+    with pytest.raises(ed.BadRecordingsError) as info:
+        ed.prepare_event_dataset(
+            "ncaltech101", data_dir=str(data_dir), manual_dir=str(tmp_path / "manual")
+        )
+    assert f"{len(bad)} of 101 recordings" in str(info.value)
+    got = {os.path.relpath(p, root): reason for p, reason in info.value.bad}
+    assert sorted(got) == sorted(bad)
+    for rel, (_, reason) in bad.items():
+        assert reason in got[rel], (rel, got[rel])
+    _assert_nothing_written(data_dir, "ncaltech101")
+
+
+def _atis_event(x, y, t):
+    return ((x << 32) | (y << 24) | t).to_bytes(5, "big")
 
 
 def _atis_bytes_one():
