@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import grain
@@ -95,6 +96,7 @@ def get_dataset(
     drop_remainder: bool | None = None,
     max_examples: int | None = None,
     read_options: grain.ReadOptions | None = None,
+    event_frames: Mapping[str, str] | None = None,
 ) -> tuple[grain.DatasetIterator, DatasetInfo]:
     """A checkpointable iterator of numpy batches of one split, on this host.
 
@@ -115,6 +117,8 @@ def get_dataset(
         drop_remainder: drop a last partial batch; default True for training, False for eval.
         max_examples: use only the first ``max_examples`` of the split.
         read_options: grain ``ReadOptions`` (reader threads, prefetch buffer).
+        event_frames: event data only: frame options ``binning`` / ``extent`` overriding the
+            dataset's defaults (``tks_jax.data.event_specs.frame_options``, docs/data.md).
 
     Returns:
         ``(iterator, info)``: the iterator yields ``{'image': float32 [B, H, W, C] (static) or
@@ -167,8 +171,9 @@ def get_dataset(
 
         event_spec = event_datasets.EVENT_DATASETS[name]
         source, labels = event_datasets.get_event_source(name, split, data_dir)
+        frame_kwargs = {} if event_frames is None else {"frames": dict(event_frames)}
         transforms = event_datasets.event_transforms(
-            name, num_steps=num_steps, train=train, seed=seed
+            name, num_steps=num_steps, train=train, seed=seed, **frame_kwargs
         )
         height, width = event_spec.output_size
         input_shape = (num_steps, height, width, 2)

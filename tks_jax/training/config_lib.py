@@ -14,6 +14,8 @@ from typing import Any
 
 import ml_collections
 
+from tks_jax.data import event_specs
+from tks_jax.data.event_specs import EVENT_DATASETS
 from tks_jax.training import optim
 
 # Names accepted by the factories (contracts of tks_jax.data / tks_jax.models / tks_jax.losses).
@@ -82,6 +84,12 @@ def validate_config(
     """
     if config.data.name not in DATASETS:
         _fail(f"unknown data.name {config.data.name!r}; choose one of {list(DATASETS)}.")
+    frames = config.data.get("event_frames")
+    if frames is not None and config.data.name in EVENT_DATASETS:
+        try:
+            event_specs.frame_options(config.data.name, dict(frames))
+        except ValueError as e:
+            _fail(f"data.event_frames: {e}")
     if config.model.name not in MODELS:
         _fail(f"unknown model.name {config.model.name!r}; choose one of {list(MODELS)}.")
     if config.loss.name not in LOSSES:

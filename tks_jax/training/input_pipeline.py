@@ -132,4 +132,5 @@ def get_dataset(
         num_workers=data.num_workers, num_epochs=None if train else 1,
         drop_remainder=train,
         max_examples=data.max_train_examples if train else data.max_eval_examples,
+        event_frames=data.get("event_frames"),
     )
