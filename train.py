@@ -18,7 +18,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tks_jax import cli, report, train_lib
+from tks_jax import cli, train_lib
 from tks_jax.training import errors, xla_env
 from tks_jax.training.logger import quiet_library_logs
 
@@ -43,14 +43,7 @@ def main(argv):
         result = train_lib.train_and_evaluate(config, _WORKDIR.value)
     except errors.TrainingError as e:
         return cli.fail(e)
-    if result["preempted"]:
-        print(f"Stopped by SIGTERM at step {result['step']}; checkpoint saved. Re-run the same "
-              f"command to resume (exit code {errors.EXIT_PREEMPTED}).")
-        return errors.EXIT_PREEMPTED
-    rep = report.load_report(result["report_dir"])
-    print(report.format_markdown(rep))
-    print(f"Report: {result['report_dir']}")
-    return errors.EXIT_OK
+    return cli.finish(result)
 
 
 if __name__ == "__main__":

@@ -90,3 +90,17 @@ def load_config_flag(holder, argv: list[str]):
     except Exception as e:  # whatever loading the file or applying an override raised
         message = config_error(argv, e) or f"cannot load the config: {type(e).__name__}: {e}"
         sys.exit(fail(message, errors.EXIT_USAGE, log=False))
+
+
+def finish(result: dict) -> int:
+    """Prints the outcome of ``train_and_evaluate``; returns 0, or 75 if it was preempted."""
+    if result["preempted"]:
+        print(f"Stopped by SIGTERM at step {result['step']}; checkpoint saved. Re-run the same "
+              f"command to resume (exit code {errors.EXIT_PREEMPTED}).")
+        return errors.EXIT_PREEMPTED
+    from tks_jax import report
+
+    rep = report.load_report(result["report_dir"])
+    print(report.format_markdown(rep))
+    print(f"Report: {result['report_dir']}")
+    return errors.EXIT_OK

@@ -20,12 +20,17 @@ def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
     if config.get("distributed", False) and not jax.distributed.is_initialized():
         try:
             jax.distributed.initialize()
-        except ValueError as e:
+        except (ValueError, KeyError) as e:  # KeyError: a launcher's variables half set
             raise ConfigError(
                 f"config.distributed=True but no cluster was detected ({e}). Run under a "
                 "supported launcher (SLURM, Cloud TPU, Open MPI, Kubernetes) or set "
                 "JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID on "
                 "every process; for one machine pass --config.distributed=False."
+            ) from None
+        except RuntimeError as e:  # JAX already ran a computation in this process
+            raise ConfigError(
+                f"config.distributed=True needs a fresh process: {e} Start training in a new "
+                "Python process (e.g. python train.py), or pass --config.distributed=False."
             ) from None
 
 
