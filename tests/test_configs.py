@@ -8,11 +8,11 @@ import os
 import jax
 import ml_collections
 import pytest
-import train_testlib  # noqa: F401  (puts the repo root on sys.path for `configs`)
 
 from tks_jax.training import config_lib, optim
 
-CONFIG_DIR = os.path.join(train_testlib.REPO, "configs")
+# ``configs`` is a package of the project (pyproject), importable like ``tks_jax``.
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 NAMES = sorted(
     os.path.basename(p)[:-3] for p in glob.glob(os.path.join(CONFIG_DIR, "*.py"))
     if not os.path.basename(p).startswith(("_", "common"))

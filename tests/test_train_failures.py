@@ -85,7 +85,11 @@ def test_second_run_is_refused_while_the_first_holds_the_workdir(run_copy, tmp_p
         with pytest.raises(errors.WorkdirLockedError,
                            match=rf"{run_copy}.*in use.*pid {child.pid} on host"):
             _train(run_copy)
-        assert errors.WorkdirLockedError.exit_code == 3
+        proc = _cli("--config", "configs/mnist_default.py", "--config.smoke=True",
+                    "--workdir", str(run_copy))
+        lines = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+        assert proc.returncode == 3 and len(lines) == 1, proc.stderr[-2000:]
+        assert f"Workdir '{run_copy}' is in use" in lines[0] and f"pid {child.pid}" in lines[0]
         # evaluate reads without the lock while the run holds it.
         rep = train_lib.evaluate_workdir(str(run_copy), model=tl.tiny_model())
         assert rep["run"]["step"] == 4

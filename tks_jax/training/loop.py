@@ -134,10 +134,13 @@ class _Trainer:
 
     def _setup_data(self) -> None:
         c, pidx = self.config, jax.process_index()
-        self.train_iter, self.info = input_pipeline.get_dataset(
-            c, c.data.train_split, train=True, batch_size=c.batch_size // self.nproc,
-            num_steps=c.num_steps, seed=c.seed, shard_index=pidx, shard_count=self.nproc,
-        )
+        try:
+            self.train_iter, self.info = input_pipeline.get_dataset(
+                c, c.data.train_split, train=True, batch_size=c.batch_size // self.nproc,
+                num_steps=c.num_steps, seed=c.seed, shard_index=pidx, shard_count=self.nproc,
+            )
+        except (FileNotFoundError, ValueError) as e:  # missing or unusable data: the message
+            raise ConfigError(str(e)) from None  # names the path and the prepare command
         num_train = self.info.num_examples
         if c.data.get("max_train_examples"):
             num_train = min(num_train, c.data.max_train_examples)
