@@ -262,12 +262,12 @@ def restore_state_only(manager: ocp.CheckpointManager, step: int, abstract_state
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
+    """The first line of ``exc``'s message (at most 240 characters), with its type."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0] if lines else ""
     if len(first) > 240:
         first = first[:240] + "..."
-    return f"{type(exc).__name__}: {first}" if not isinstance(exc, ValueError) or not first \
-        else first
+    return f"{type(exc).__name__}: {first}"
 
 
 def restore_newest(
