@@ -101,6 +101,7 @@ def base_config(
     c.tensorboard = True
     c.distributed = False  # True: jax.distributed.initialize() (multi-host)
     c.overwrite = False  # True: discard a run with a different config in the workdir
+    c.resume_with_changes = ""  # e.g. "optimizer.base_learning_rate": resume despite a change
 
     c.paper = ml_collections.ConfigDict(paper or {})
 

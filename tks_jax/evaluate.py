@@ -3,14 +3,14 @@
     python -m tks_jax.evaluate --workdir runs/mnist_default [--num_steps 1] [--split test]
 
 Prints the markdown table; files go to ``DIR/report/`` (training T, default split) or
-``DIR/report/<split>_T<K>/``.
+``DIR/report/<split>_T<K>/``. Reads the run without its lock, so it may run while the run
+trains. Exit codes: 0 done, 2 bad flags or no run in ``DIR``, 4 non-finite parameters or
+logits, 5 no checkpoint restores (README "Failure handling").
 """
 
 from __future__ import annotations
 
-import sys
-
-from absl import app, flags, logging
+from absl import app, flags
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by train.py.")
 _NUM_STEPS = flags.DEFINE_integer("num_steps", None, "T at test time (default: training T).")
@@ -20,19 +20,20 @@ _SPLIT = flags.DEFINE_string("split", None, "Data split (default: the config's e
 def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from tks_jax import report
-    from tks_jax.training import loop, xla_env
+    from tks_jax import cli, report
+    from tks_jax.training import errors, evaluate_run, xla_env
     from tks_jax.training.logger import quiet_library_logs
 
     quiet_library_logs()
     xla_env.apply_recommended_xla_flags()  # before the first JAX computation (see train.py)
 
     try:
-        rep = loop.evaluate_workdir(_WORKDIR.value, num_steps=_NUM_STEPS.value, split=_SPLIT.value)
-    except (ValueError, FileNotFoundError) as e:
-        logging.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        rep = evaluate_run.evaluate_workdir(_WORKDIR.value, num_steps=_NUM_STEPS.value,
+                                            split=_SPLIT.value)
+    except errors.TrainingError as e:
+        return cli.fail(e)
+    except FileNotFoundError as e:
+        return cli.fail(e, errors.EXIT_USAGE)
     print(report.format_markdown(rep))
     print(f"Report: {rep['report_dir']}")
     return 0
@@ -40,4 +41,6 @@ def main(argv) -> int:
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["workdir"])
-    app.run(main)
+    from tks_jax import cli
+
+    app.run(main, flags_parser=cli.parse_flags)
