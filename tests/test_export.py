@@ -216,3 +216,134 @@ def test_reference_simulator_reproduces_logits(case):
     assert lifs and all(spikes[k] > 0 for k in lifs), {k: spikes[k] for k in lifs}
     # ... and the logits agree to float32 rounding at every step.
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+# --------------------------------------------------------------------------------------------
+# Round trip, mapping details.
+# --------------------------------------------------------------------------------------------
+
+
+def _same_value(a, b):
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(
+            _same_value(a[k], b[k]) for k in a)
+    if isinstance(a, str | bytes) or isinstance(b, str | bytes):
+        return a == b
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and a.dtype.kind == b.dtype.kind and np.array_equal(a, b)
+
+
+def test_write_then_read_gives_the_same_graph(tmp_path):
+    model, variables, _, frame_shape, _, num_steps = _build("resnet19")
+    graph = export.to_nir(model, variables, frame_shape, num_steps=num_steps)
+    path = tmp_path / "model.nir"
+    nir.write(path, graph)
+    back = nir.read(path)
+    assert back.nodes.keys() == graph.nodes.keys()
+    assert sorted(back.edges) == sorted(graph.edges)
+    assert _same_value(back.metadata, graph.metadata)
+    for name, node in graph.nodes.items():
+        other = back.nodes[name]
+        assert type(other) is type(node), name
+        want, got = node.to_dict(), other.to_dict()
+        assert want.keys() == got.keys(), name
+        for key in want:
+            assert _same_value(want[key], got[key]), (name, key)
+
+
+def test_lif_parameters_match_the_library_update():
+    """nir.LIF with these parameters, forward Euler at dt = 1: u += (I - u) / tau."""
+    model = models.get_model("vgg_snn", num_classes=10, width=0.05, tau=4.0, v_threshold=0.75,
+                             conv="direct")
+    x = np.zeros((2, 1, 16, 16, 2), np.float32)
+    graph = export.to_nir(model, _random_variables(model, x, 2, seed=0), (16, 16, 2))
+    lif = graph.nodes["conv1.lif"]
+    assert isinstance(lif, nir.LIF)
+    np.testing.assert_array_equal(lif.tau, 4.0)
+    np.testing.assert_array_equal(lif.r, 1.0)
+    np.testing.assert_array_equal(lif.v_leak, 0.0)
+    np.testing.assert_array_equal(lif.v_threshold, 0.75)
+    np.testing.assert_array_equal(lif.v_reset, 0.0)
+    assert lif.tau.shape == (8, 16, 16)  # one neuron per channel and pixel, [C, H, W]
+    assert graph.metadata["dt"] == 1.0
+    assert "strict" in lif.metadata["threshold"] and "same step" in lif.metadata["reset"]
+    np.testing.assert_array_equal(graph.nodes["input"].input_type["input"], [2, 16, 16])
+
+
+def test_norm_folds_into_conv_by_hand():
+    """One channel, hand-made numbers: W' = W * s / sqrt(var + eps), b' = b - mean * s / ..."""
+    model = models.get_model("vgg_snn", num_classes=10, width=0.05, conv="direct")
+    x = np.zeros((1, 1, 16, 16, 2), np.float32)
+    variables = _random_variables(model, x, 1, seed=0)
+    p, bs = variables["params"]["conv1"], variables["batch_stats"]["conv1"]
+    kernel = np.asarray(p["conv"]["conv"]["kernel"])  # HWIO [3, 3, 2, 8]
+    scale, bias = np.asarray(p["norm"]["bn"]["scale"]), np.asarray(p["norm"]["bn"]["bias"])
+    mean, var = np.asarray(bs["norm"]["bn"]["mean"]), np.asarray(bs["norm"]["bn"]["var"])
+    conv = export.to_nir(model, variables, (16, 16, 2)).nodes["conv1.conv"]
+    o, c, i, j = 5, 1, 0, 2
+    g = scale[o] / np.sqrt(var[o] + 1e-5)
+    assert conv.weight[o, c, i, j] == pytest.approx(kernel[i, j, c, o] * g, rel=1e-6)
+    assert conv.bias[o] == pytest.approx(bias[o] - mean[o] * g, rel=1e-5, abs=1e-6)
+    assert tuple(conv.stride) == (1, 1) and tuple(conv.padding) == (1, 1)
+
+
+def test_residual_sums_are_edges():
+    model, variables, _, frame_shape, _, _ = _build("resnet19")
+    graph = export.to_nir(model, variables, frame_shape)
+    into = lambda k: sorted(a for a, b in graph.edges if b == k)  # noqa: E731
+    # ResNet-19: identity shortcut and projection shortcut both end in the block's LIF.
+    assert into("layer1_1.lif2") == ["layer1_0.lif2", "layer1_1.conv2"]
+    assert into("layer2_0.lif2") == ["layer2_0.conv2", "layer2_0.shortcut"]
+    model, variables, _, frame_shape, _, _ = _build("sew_resnet19")
+    graph = export.to_nir(model, variables, frame_shape)
+    assert isinstance(graph.nodes["layer1_1.add"], nir.Scale)
+    assert into("layer1_1.add") == ["layer1_0.add", "layer1_1.unit2.lif"]
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input: a clear error naming the layer, never a silently different network.
+# --------------------------------------------------------------------------------------------
+
+
+def test_tebn_is_refused_naming_the_layer():
+    model = models.get_model("resnet19", num_classes=10, width=0.05, norm="tebn", num_steps=2)
+    with pytest.raises(export.ExportError, match=r"stem/norm.*TEBN.*time-varying"):
+        export.to_nir(model, {"params": {}}, (8, 8, 3))
+
+
+def test_low_precision_compute_is_refused():
+    model = models.get_model("vgg_snn", num_classes=10, width=0.05, dtype="bfloat16")
+    with pytest.raises(export.ExportError, match=r"conv1/conv.*bfloat16.*float32"):
+        export.to_nir(model, {"params": {}}, (16, 16, 2))
+
+
+def test_unsupported_model_is_refused():
+    import flax.linen as nn
+
+    with pytest.raises(export.ExportError, match=r"Dense: no NIR export"):
+        export.to_nir(nn.Dense(3), {"params": {}}, (16, 16, 2))
+
+
+def test_variables_of_another_model_are_refused():
+    model = models.get_model("vgg_snn", num_classes=10, width=0.05, conv="direct")
+    other = models.get_model("resnet19", num_classes=10, width=0.05, conv="direct")
+    variables = _random_variables(other, np.zeros((1, 8, 8, 3), np.float32), 1, seed=0)
+    with pytest.raises(export.ExportError, match=r"'conv1'.*do not belong to this model"):
+        export.to_nir(model, variables, (16, 16, 3))
+
+
+def test_input_shape_mismatch_is_refused():
+    model = models.get_model("vgg_snn", num_classes=10, width=0.05, conv="direct")
+    variables = _random_variables(model, np.zeros((1, 1, 16, 16, 2), np.float32), 1, seed=0)
+    with pytest.raises(export.ExportError, match=r"conv1/conv.*2 input channels.*has 3"):
+        export.to_nir(model, variables, (16, 16, 3))
+    with pytest.raises(export.ExportError, match=r"pool4.*too small"):
+        export.to_nir(model, variables, (12, 12, 2))
+    with pytest.raises(export.ExportError, match=r"one step's \(H, W, C\)"):
+        export.to_nir(model, variables, (1, 16, 16, 2))
+
+
+def test_cli_reports_a_missing_run(tmp_path, capsys):
+    assert export.main(["--workdir", str(tmp_path / "none"), "--out", str(tmp_path / "m.nir")]) == 1
+    assert "config.json" in capsys.readouterr().err
+    assert not (tmp_path / "m.nir").exists()

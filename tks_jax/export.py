@@ -254,7 +254,8 @@ def _vgg(b: _Builder, x: str) -> str:
             c, h, w = b.shapes[x]
             if h < 2 or w < 2:
                 raise ExportError(
-                    f"VGG-SNN pool {pool}: the map is {h}x{w}, too small for 2x2 pooling; "
+                    f"pool{pool} (2x2 average pool after conv{index}): the map is {h}x{w}, too "
+                    "small; "
                     "VGG-SNN needs inputs of at least 16x16 pixels."
                 )
             x = b.avg_pool(x, f"pool{pool}", (2, 2), (2, 2))
@@ -476,28 +477,36 @@ def to_nir(
 # --------------------------------------------------------------------------------------------
 
 
-def export_workdir(workdir: str, out: str) -> dict[str, Any]:
-    """Writes the latest checkpoint of a training run (inference mode) as a NIR file.
+def restore_workdir(workdir: str) -> dict[str, Any]:
+    """The model and inference variables of the latest checkpoint of a training run.
+
+    Uses the training code's own restore path (``training.loop`` / ``checkpointing``, as
+    ``evaluate_workdir`` does) and checks that the model is exportable before restoring.
 
     Args:
       workdir: a run directory written by ``train.py``.
-      out: path of the ``.nir`` (HDF5) file to write.
 
     Returns:
-      ``{'out', 'step', 'num_steps', 'input_shape', 'nodes', 'edges'}``.
+      ``{'model', 'variables', 'config', 'info', 'step', 'num_steps', 'frame_shape'}`` with
+      ``variables = {'params', 'batch_stats'}``, ``num_steps`` the evaluation T and
+      ``frame_shape`` one step's ``(H, W, C)``.
+
+    Raises:
+      FileNotFoundError: no run or no checkpoint in ``workdir``.
+      ExportError: the model has no exact NIR form.
     """
-    _require_nir()
     import os
 
     import jax
 
     from tks_jax.training import checkpointing, input_pipeline, loop, optim
+    from tks_jax.training import sharding as sharding_lib
 
     config = loop._load_workdir_config(workdir)
-    t_eval = config.get("eval_num_steps") or config.num_steps
+    t_eval = int(config.get("eval_num_steps") or config.num_steps)
     probe_iter, info = input_pipeline.get_dataset(
         config, config.data.eval_split, train=False, batch_size=1, num_steps=t_eval,
-        seed=config.seed,
+        seed=config.seed, shard_index=0, shard_count=1,
     )
     del probe_iter
     model = loop.build_model(config, info.num_classes)
@@ -511,21 +520,48 @@ def export_workdir(workdir: str, out: str) -> dict[str, Any]:
         raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints; train first.")
     tx = optim.make_optimizer(config, optim.make_schedule(config, 1))
     abstract = jax.eval_shape(loop.make_init_fn(model, tx, info, config), jax.random.PRNGKey(0))
+    repl = sharding_lib.replicated(sharding_lib.make_mesh())  # as evaluate_workdir restores
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl),
+                            abstract)
     state = checkpointing.restore_state_only(manager, step, abstract)
     manager.close()
-    frame = tuple(info.input_shape)
+    frame = tuple(int(s) for s in info.input_shape)
     if info.is_event and len(frame) == 4:
         frame = frame[1:]  # [T, H, W, C] -> one step
-    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-    graph = to_nir(model, variables, frame, num_steps=int(t_eval))
-    graph.metadata["checkpoint_step"] = int(step)
-    graph.metadata["dataset"] = str(config.data.name)
+    return {
+        "model": model,
+        "variables": {"params": state["params"], "batch_stats": state["batch_stats"]},
+        "config": config,
+        "info": info,
+        "step": int(step),
+        "num_steps": t_eval,
+        "frame_shape": frame,
+    }
+
+
+def export_workdir(workdir: str, out: str) -> dict[str, Any]:
+    """Writes the latest checkpoint of a training run (inference mode) as a NIR file.
+
+    Args:
+      workdir: a run directory written by ``train.py``.
+      out: path of the ``.nir`` (HDF5) file to write.
+
+    Returns:
+      ``{'out', 'step', 'num_steps', 'input_shape', 'nodes', 'edges'}``.
+    """
+    _require_nir()
+    run = restore_workdir(workdir)
+    graph = to_nir(run["model"], run["variables"], run["frame_shape"],
+                   num_steps=run["num_steps"])
+    graph.metadata["checkpoint_step"] = run["step"]
+    graph.metadata["dataset"] = str(run["config"].data.name)
     graph.metadata["input_encoding"] = (
-        "event frames (one per step)" if info.is_event else
+        "event frames (one per step)" if run["info"].is_event else
         "static image repeated at every step (direct encoding)")
     nir.write(out, graph)
-    return {"out": out, "step": int(step), "num_steps": int(t_eval), "input_shape": frame,
-            "nodes": len(graph.nodes), "edges": len(graph.edges)}
+    return {"out": out, "step": run["step"], "num_steps": run["num_steps"],
+            "input_shape": run["frame_shape"], "nodes": len(graph.nodes),
+            "edges": len(graph.edges)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
