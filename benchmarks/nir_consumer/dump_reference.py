@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 import jax
 import numpy as np
@@ -55,9 +56,13 @@ def main(argv=None) -> int:
     np.savez_compressed(os.path.join(args.out_dir, "reference.npz"),
                         frames=np.concatenate(frames), labels=np.concatenate(labels),
                         logits=np.concatenate(logits))
-    meta = {"workdir": args.workdir, "split": config.data.eval_split,
+    meta = {"command": " ".join(["python -m benchmarks.nir_consumer.dump_reference",
+                                 *sys.argv[1:]]),
+            "workdir": args.workdir, "split": config.data.eval_split,
             "examples": int(sum(len(x) for x in labels)), "num_steps": t,
-            "checkpoint_step": summary["step"], "nir_version": nir.version}
+            "checkpoint_step": summary["step"], "nir_version": nir.version,
+            "tks_jax_top1": float(np.mean(np.concatenate(logits).mean(1).argmax(-1)
+                                          == np.concatenate(labels)))}
     with open(os.path.join(args.out_dir, "reference.json"), "w") as f:
         json.dump(meta, f, indent=1)
     print(json.dumps(meta))
