@@ -347,3 +347,58 @@ def test_cli_reports_a_missing_run(tmp_path, capsys):
     assert export.main(["--workdir", str(tmp_path / "none"), "--out", str(tmp_path / "m.nir")]) == 1
     assert "config.json" in capsys.readouterr().err
     assert not (tmp_path / "m.nir").exists()
+
+
+class _NoIterator:
+    """Stands in for the training iterator in a checkpoint (its position is not exported)."""
+
+    def get_state(self):
+        return {}
+
+
+def test_cli_exports_the_latest_checkpoint(tmp_path):
+    """A run directory as train.py leaves it (config.json, orbax checkpoints written by the
+    training code); the CLI's graph equals ``to_nir`` of the newest checkpoint's variables,
+    and the reference simulator reproduces the model on those variables."""
+    import train_testlib as tl
+
+    from tks_jax.training import checkpointing, input_pipeline, loop, optim
+
+    config = tl.tiny_config(**{"model.conv": "direct"})  # VGG-SNN width 1/8, 16x16x1, T = 2
+    tl.dump_config(config, str(tmp_path / "config.json"))
+    _, info = input_pipeline.get_dataset(
+        config, config.data.eval_split, train=False, batch_size=2, num_steps=config.num_steps,
+        seed=0, shard_index=0, shard_count=1)
+    model = loop.build_model(config, info.num_classes)
+    init = loop.make_init_fn(model, optim.make_optimizer(config, optim.make_schedule(config, 1)),
+                             info, config)
+    x = _mnist_images(2)[:, 6:22, 6:22]  # [2, 16, 16, 1]
+    manager = checkpointing.make_manager(str(tmp_path / "checkpoints"), max_to_keep=3,
+                                         async_save=False)
+    saved = {}
+    for step, seed in ((2, 3), (4, 4)):  # the export must take the newest
+        state = jax.eval_shape(init, jax.random.PRNGKey(0))
+        state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), state)
+        variables = _random_variables(model, x, config.num_steps, seed=seed)
+        state.update(params=variables["params"], batch_stats=variables["batch_stats"])
+        checkpointing.save(manager, step, state, _NoIterator())
+        saved[step] = variables
+    manager.wait_until_finished()
+    manager.close()
+
+    out = tmp_path / "model.nir"
+    assert export.main(["--workdir", str(tmp_path), "--out", str(out)]) == 0
+    graph = nir.read(out)
+    want = export.to_nir(model, saved[4], (16, 16, 1))
+    assert graph.nodes.keys() == want.nodes.keys()
+    for name, node in want.nodes.items():
+        for key, value in node.to_dict().items():
+            if key != "metadata":
+                assert _same_value(value, graph.nodes[name].to_dict()[key]), (name, key)
+    assert graph.metadata["checkpoint_step"] == 4
+    assert graph.metadata["num_steps"] == config.num_steps
+    nchw = np.broadcast_to(np.transpose(x, (0, 3, 1, 2))[None], (config.num_steps, 2, 1, 16, 16))
+    got, _ = simulate(graph, nchw)
+    logits = model.apply(saved[4], jnp.asarray(x), num_steps=config.num_steps, train=False)
+    np.testing.assert_allclose(got, np.asarray(logits), rtol=1e-4,
+                               atol=1e-4 * np.abs(logits).max())
