@@ -175,6 +175,9 @@ CASES = {
     "sew_and": (dict(connect="and", **_SHALLOW_SEW), "mnist", 3),
     "sew_iand": (dict(connect="iand", **_SHALLOW_SEW), "mnist", 3),
     "sew_resnet18": (dict(width=0.05), "mnist", 3),
+    # SEW-ResNet-50's bottleneck block (1x1 -> 3x3 stride -> 1x1 x4) and ImageNet stem.
+    "sew_bottleneck": (dict(connect="add", block="bottleneck", stage_sizes=(1, 1),
+                            stage_widths=(64, 128), width=0.05, norm="bn"), "mnist", 3),
 }
 
 

@@ -400,7 +400,7 @@ def to_nir(
     input_shape: Sequence[int],
     *,
     num_steps: int | None = None,
-) -> Any:
+) -> nir.NIRGraph:
     """Converts a tks-jax spiking network with its trained variables into a ``nir.NIRGraph``.
 
     The graph computes, step by step, what ``model.apply(variables, x, num_steps=T,
