@@ -113,6 +113,12 @@ def main(argv=None) -> int:
         batched = run(build(graph, variant), frames[:3], batched=True)
         np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-5)
         net = build(graph, variant)
+        spikes = [0.0]
+        for module in net.modules():
+            if isinstance(module, snn.SpikingNeuron):
+                module.register_forward_hook(
+                    lambda mod, inp, out, acc=spikes: acc.__setitem__(
+                        0, acc[0] + float(out.sum())))
         logits = np.concatenate([run(net, frames[i:i + args.batch_size], batched=True)
                                  for i in range(0, len(frames), args.batch_size)])
         pred = logits.mean(axis=1).argmax(-1)
@@ -125,6 +131,7 @@ def main(argv=None) -> int:
                 (np.abs(logits - jax_logits) <= 1e-4).mean()),
             "mean_abs_tks_jax_logit": float(np.abs(jax_logits).mean()),
             "distinct_predictions": int(np.unique(pred).size),
+            "spikes_per_recording": spikes[0] / len(labels),
         }
         print(variant, json.dumps(result["variants"][variant]))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
