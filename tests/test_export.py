@@ -365,26 +365,27 @@ def test_cli_exports_the_latest_checkpoint(tmp_path):
     and the reference simulator reproduces the model on those variables."""
     import train_testlib as tl
 
-    from tks_jax.training import checkpointing, input_pipeline, loop, optim
+    from tks_jax.training import build, checkpointing, input_pipeline, optim
 
     config = tl.tiny_config(**{"model.conv": "direct"})  # VGG-SNN width 1/8, 16x16x1, T = 2
     tl.dump_config(config, str(tmp_path / "config.json"))
     _, info = input_pipeline.get_dataset(
         config, config.data.eval_split, train=False, batch_size=2, num_steps=config.num_steps,
         seed=0, shard_index=0, shard_count=1)
-    model = loop.build_model(config, info.num_classes)
-    init = loop.make_init_fn(model, optim.make_optimizer(config, optim.make_schedule(config, 1)),
+    model = build.build_model(config, info.num_classes)
+    init = build.make_init_fn(model, optim.make_optimizer(config, optim.make_schedule(config, 1)),
                              info, config)
     x = _mnist_images(2)[:, 6:22, 6:22]  # [2, 16, 16, 1]
     manager = checkpointing.make_manager(str(tmp_path / "checkpoints"), max_to_keep=3,
                                          async_save=False)
+    saver = checkpointing.Saver(manager, async_save=False)
     saved = {}
     for step, seed in ((2, 3), (4, 4)):  # the export must take the newest
         state = jax.eval_shape(init, jax.random.PRNGKey(0))
         state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), state)
         variables = _random_variables(model, x, config.num_steps, seed=seed)
         state.update(params=variables["params"], batch_stats=variables["batch_stats"])
-        checkpointing.save(manager, step, state, _NoIterator())
+        saver.save(step, state, _NoIterator())
         saved[step] = variables
     manager.wait_until_finished()
     manager.close()

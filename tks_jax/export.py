@@ -480,7 +480,7 @@ def to_nir(
 def restore_workdir(workdir: str) -> dict[str, Any]:
     """The model and inference variables of the latest checkpoint of a training run.
 
-    Uses the training code's own restore path (``training.loop`` / ``checkpointing``, as
+    Uses the training code's own restore path (``training.evaluate_run.restore_run``, as
     ``evaluate_workdir`` does) and checks that the model is exportable before restoring.
 
     Args:
@@ -495,46 +495,20 @@ def restore_workdir(workdir: str) -> dict[str, Any]:
       FileNotFoundError: no run or no checkpoint in ``workdir``.
       ExportError: the model has no exact NIR form.
     """
-    import os
+    from tks_jax.training import evaluate_run
 
-    import jax
-
-    from tks_jax.training import checkpointing, input_pipeline, loop, optim
-    from tks_jax.training import sharding as sharding_lib
-
-    config = loop._load_workdir_config(workdir)
-    t_eval = int(config.get("eval_num_steps") or config.num_steps)
-    probe_iter, info = input_pipeline.get_dataset(
-        config, config.data.eval_split, train=False, batch_size=1, num_steps=t_eval,
-        seed=config.seed, shard_index=0, shard_count=1,
-    )
-    del probe_iter
-    model = loop.build_model(config, info.num_classes)
-    check_exportable(model)  # before restoring anything
-    manager = checkpointing.make_manager(
-        os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints,
-        async_save=False,
-    )
-    step = manager.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints; train first.")
-    tx = optim.make_optimizer(config, optim.make_schedule(config, 1))
-    abstract = jax.eval_shape(loop.make_init_fn(model, tx, info, config), jax.random.PRNGKey(0))
-    repl = sharding_lib.replicated(sharding_lib.make_mesh())  # as evaluate_workdir restores
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl),
-                            abstract)
-    state = checkpointing.restore_state_only(manager, step, abstract)
-    manager.close()
+    run = evaluate_run.restore_run(workdir, check_model=check_exportable)
+    info = run.info
     frame = tuple(int(s) for s in info.input_shape)
     if info.is_event and len(frame) == 4:
         frame = frame[1:]  # [T, H, W, C] -> one step
     return {
-        "model": model,
-        "variables": {"params": state["params"], "batch_stats": state["batch_stats"]},
-        "config": config,
+        "model": run.model,
+        "variables": run.variables,
+        "config": run.config,
         "info": info,
-        "step": int(step),
-        "num_steps": t_eval,
+        "step": run.step,
+        "num_steps": run.num_steps,
         "frame_shape": frame,
     }
 

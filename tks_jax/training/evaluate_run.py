@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -11,7 +12,14 @@ import jax
 import ml_collections
 import numpy as np
 
-from tks_jax.training import build, checkpointing, evaluation, input_pipeline, optim
+from tks_jax.training import (
+    build,
+    checkpointing,
+    config_lib,
+    evaluation,
+    input_pipeline,
+    optim,
+)
 from tks_jax.training import sharding as sharding_lib
 from tks_jax.training import steps as steps_lib
 from tks_jax.training import workdir as workdir_lib
@@ -112,6 +120,98 @@ def scalar_summary(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+@dataclasses.dataclass
+class RestoredRun:
+    """The latest restorable checkpoint of a run, ready for inference.
+
+    Attributes:
+      config: the run's resolved config (``config.json``).
+      model: the Flax model the config describes.
+      state: the train state (``params``, ``batch_stats``, ...).
+      step: the training step of the restored checkpoint.
+      info: the evaluation split's dataset info (shapes, classes, event or static).
+      num_steps: the evaluation T.
+      split: the evaluation split.
+      mesh: the device mesh the state is replicated over.
+    """
+
+    config: ml_collections.ConfigDict
+    model: Any
+    state: dict
+    step: int
+    info: Any
+    num_steps: int
+    split: str
+    mesh: Any
+
+    @property
+    def variables(self) -> dict:
+        """The inference variables ``{'params', 'batch_stats'}``."""
+        return {"params": self.state["params"], "batch_stats": self.state["batch_stats"]}
+
+
+def restore_run(
+    workdir: str, *, num_steps: int | None = None, split: str | None = None, model=None,
+    check_model: Callable[[Any], None] | None = None,
+) -> RestoredRun:
+    """Restores the newest checkpoint of ``workdir`` that restores, read-only.
+
+    Reads the workdir without taking its lock (a run may be training in it); a bad step is
+    reported and skipped, never moved (the training run owns the folder).
+
+    Args:
+      workdir: a run directory written by ``train_and_evaluate``.
+      num_steps: T at test time (default: the config's eval T).
+      split: data split (default: ``config.data.eval_split``).
+      model: optional module replacing ``config.model`` (tests).
+      check_model: called with the model before anything is restored (e.g. a check that it
+        can be exported), so an unusable model fails fast.
+
+    Raises:
+      FileNotFoundError: no ``config.json`` or no checkpoint.
+      ConfigError: bad ``num_steps``.
+      NonFiniteParamsError: the checkpoint's parameters are not finite.
+      CheckpointRestoreError: no checkpoint restores.
+    """
+    workdir_lib.check_directory_path(workdir, "--workdir")
+    config = workdir_lib.load_config(workdir)
+    build.maybe_initialize_distributed(config)
+    if num_steps is not None and (isinstance(num_steps, bool) or num_steps < 1):
+        raise ConfigError(f"--num_steps must be an integer >= 1, got {num_steps!r}.")
+    mesh = sharding_lib.make_mesh()
+    repl = sharding_lib.replicated(mesh)
+    t_eval = num_steps or config.get("eval_num_steps") or config.num_steps
+    split = split or config.data.eval_split
+    probe_iter, info = input_pipeline.get_dataset(
+        config, split, train=False, batch_size=config.eval_batch_size // jax.process_count(),
+        num_steps=t_eval, seed=config.seed, shard_index=jax.process_index(),
+        shard_count=jax.process_count(),
+    )
+    del probe_iter
+    if model is None:
+        model = build.build_model(config, info.num_classes)
+        config_lib.check_num_steps_supported(build.model_step_limit(model), t_eval, "--num_steps")
+    if check_model is not None:
+        check_model(model)
+    ckpt_dir = os.path.join(workdir, workdir_lib.CHECKPOINT_DIR)
+    if not workdir_lib.has_checkpoints(workdir):
+        raise FileNotFoundError(f"No checkpoint in {ckpt_dir}; train first.")
+    manager = checkpointing.make_manager(ckpt_dir, max_to_keep=config.keep_checkpoints,
+                                         async_save=False)
+    tx = optim.make_optimizer(config, optim.make_schedule(config, 1))
+    abstract = build.abstract_state(build.make_init_fn(model, tx, info, config), repl)
+    try:
+        state, step, _ = checkpointing.restore_newest(manager, abstract, warn=_warn,
+                                                      move_aside=False)
+    finally:
+        manager.close()
+    if step is None:
+        raise CheckpointRestoreError(f"No checkpoint in {ckpt_dir} restores; train first.")
+    check_finite_params(state, f"The checkpoint of step {step} in {ckpt_dir}")
+    return RestoredRun(config=config, model=model, state=state, step=int(step), info=info,
+                       num_steps=int(t_eval), split=split, mesh=mesh)
+
+
 def evaluate_workdir(
     workdir: str, *, num_steps: int | None = None, split: str | None = None, model=None,
 ) -> dict[str, Any]:
@@ -136,51 +236,18 @@ def evaluate_workdir(
       NonFiniteParamsError: the checkpoint's parameters or the logits are not finite.
       CheckpointRestoreError: no checkpoint restores.
     """
-    workdir_lib.check_directory_path(workdir, "--workdir")
-    config = workdir_lib.load_config(workdir)
-    build.maybe_initialize_distributed(config)
-    if num_steps is not None and (isinstance(num_steps, bool) or num_steps < 1):
-        raise ConfigError(f"--num_steps must be an integer >= 1, got {num_steps!r}.")
-    mesh = sharding_lib.make_mesh()
-    repl = sharding_lib.replicated(mesh)
-    t_eval = num_steps or config.get("eval_num_steps") or config.num_steps
-    split = split or config.data.eval_split
-    probe_iter, info = input_pipeline.get_dataset(
-        config, split, train=False, batch_size=config.eval_batch_size // jax.process_count(),
-        num_steps=t_eval, seed=config.seed, shard_index=jax.process_index(),
-        shard_count=jax.process_count(),
-    )
-    del probe_iter
-    if model is None:
-        model = build.build_model(config, info.num_classes)
-        from tks_jax.training import config_lib
-
-        config_lib.check_num_steps_supported(build.model_step_limit(model), t_eval, "--num_steps")
-    ckpt_dir = os.path.join(workdir, workdir_lib.CHECKPOINT_DIR)
-    if not workdir_lib.has_checkpoints(workdir):
-        raise FileNotFoundError(f"No checkpoint in {ckpt_dir}; train first.")
-    manager = checkpointing.make_manager(ckpt_dir, max_to_keep=config.keep_checkpoints,
-                                         async_save=False)
-    tx = optim.make_optimizer(config, optim.make_schedule(config, 1))
-    abstract = build.abstract_state(build.make_init_fn(model, tx, info, config), repl)
-    try:  # read-only: a bad step is reported, not moved (the training run owns the folder)
-        state, step, _ = checkpointing.restore_newest(manager, abstract, warn=_warn,
-                                                      move_aside=False)
-    finally:
-        manager.close()
-    if step is None:
-        raise CheckpointRestoreError(f"No checkpoint in {ckpt_dir} restores; train first.")
-    check_finite_params(state, f"The checkpoint of step {step} in {ckpt_dir}")
-    metrics = evaluate_state(config, model, state, mesh, info.is_event, num_steps=t_eval,
-                             split=split)
-    default = t_eval == (config.get("eval_num_steps") or config.num_steps) and (
-        split == config.data.eval_split)
+    run = restore_run(workdir, num_steps=num_steps, split=split, model=model)
+    config = run.config
+    metrics = evaluate_state(config, run.model, run.state, run.mesh, run.info.is_event,
+                             num_steps=run.num_steps, split=run.split)
+    default = run.num_steps == (config.get("eval_num_steps") or config.num_steps) and (
+        run.split == config.data.eval_split)
     report_dir = os.path.join(workdir, "report")
     if not default:
-        report_dir = os.path.join(report_dir, f"{split}_T{t_eval}")
+        report_dir = os.path.join(report_dir, f"{run.split}_T{run.num_steps}")
     from tks_jax import report
 
-    rep = report.build_report(metrics, config, step=step)
+    rep = report.build_report(metrics, config, step=run.step)
     if jax.process_index() == 0:
         report.write_report(rep, report_dir)
     rep["report_dir"] = report_dir
