@@ -60,7 +60,7 @@ SMOKE_TESTS = ["tests/test_losses.py", "-k", "test_lam_endpoints"]
 # (model, batch) at full width and the model's own T (benchmarks/arch.py: ResNet-19 T=4,
 # VGG-SNN T=10), each in float32 and bfloat16.
 FULL_BENCH = [("resnet19", 64), ("resnet19", 128), ("vgg_snn", 32)]
-SMOKE_BENCH = [("resnet19", 2), ("vgg_snn", 2)]
+SMOKE_BENCH = [("vgg_snn", 2)]  # bfloat16 only: one compile, the dtype option exercised
 DTYPES = ("float32", "bfloat16")
 
 
@@ -176,7 +176,7 @@ class Check:
         raw = self.path("platform_raw.json")
         cmd = [sys.executable, "-m", "benchmarks.device.platform_check", "--out", raw]
         if self.smoke:
-            cmd.append("--no-compile")
+            cmd += ["--no-compile", "--models", "vgg_snn"]
         code, text = run_cmd(cmd, limit, self.env, self.log)
         if code is None:
             return {"status": "timeout"}
@@ -228,7 +228,7 @@ class Check:
         configs = SMOKE_BENCH if self.smoke else FULL_BENCH
         common = ({"width": 0.125, "num_steps": 2, "steps": 1, "warmup": 1} if self.smoke
                   else {"width": 1.0, "num_steps": 0, "steps": 5, "warmup": 2})
-        per_run = 120.0 if self.smoke else 90.0
+        per_run = limit if self.smoke else 90.0
 
         def left() -> float:
             return stop - time.monotonic()
@@ -244,19 +244,13 @@ class Check:
 
         runs = []
         for model, batch in configs:
-            if self.smoke and model == "vgg_snn":
-                dtypes: tuple[str, ...] = ("bfloat16",)
-            elif self.smoke:
-                dtypes = ("float32",)
-            else:
-                dtypes = DTYPES
-            for dtype in dtypes:
+            for dtype in ("bfloat16",) if self.smoke else DTYPES:
                 cfg = {"model": model, "batch": batch, "mode": "train", "source": "tks",
                        "options": {"dtype": dtype}, **common}
                 runs.append(("tks_jax", None, cfg))
                 for backend in peer.get("backends", ["torch"]):
                     runs.append(("spikingjelly", backend, cfg))
-        n_ok = 0
+        n_ok = n_bad = 0
         for framework, backend, cfg in runs:
             key = {"framework": framework, "model": cfg["model"], "batch": cfg["batch"],
                    "dtype": cfg["options"]["dtype"], "mode": "train"}
@@ -267,6 +261,7 @@ class Check:
                     continue
             if left() < 5:
                 record({**key, "status": "skipped", "reason": "bench stage time budget spent"})
+                n_bad += 1
                 continue
             timeout = min(per_run, left())
             if framework == "tks_jax":
@@ -279,6 +274,8 @@ class Check:
             if rec.get("status") == "ok":
                 n_ok += 1
                 rec.update(flop_fractions(rec, self.summary.get("device_kind", ""), measured))
+            else:
+                n_bad += 1
             record(rec)
         peak = peaks.bf16_peak(self.summary.get("device_kind", ""))
         self.summary["bf16_peak"] = (
@@ -286,7 +283,10 @@ class Check:
             else {"tflops": None, "source": f"no entry for {self.summary.get('device_kind')!r}"}
         )
         self.summary["measured_bf16_gemm_tflops"] = None if measured is None else measured / 1e3
-        return {"status": "ok" if n_ok else "failed", "runs_ok": n_ok, "runs": len(runs)}
+        # Runs skipped because SpikingJelly is not importable are recorded with the reason and
+        # do not fail the stage; runs that failed, timed out or found no time do.
+        status = "failed" if not n_ok else "partial" if n_bad else "ok"
+        return {"status": status, "runs_ok": n_ok, "runs": len(runs)}
 
     def _run_tks(self, cfg: dict[str, Any], timeout: float) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "benchmarks.train_step", "--single", json.dumps(cfg)]

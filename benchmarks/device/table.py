@@ -138,7 +138,7 @@ def render(folder: str) -> str:
         f"FLOPs: conv + dense, analytic (`benchmarks/arch.py`; XLA's count in `bench.jsonl`). "
         f"Dense bf16 peak {_num(peak.get('tflops'), '{:.0f}')} TFLOP/s "
         f"({peak.get('source', '-')}); "
-        f"measured bf16 GEMM {_num(gemm, '{:.0f}')} TFLOP/s. Memory: peak accelerator memory "
+        f"measured bf16 GEMM {_num(gemm, '{:.3g}')} TFLOP/s. Memory: peak accelerator memory "
         "(JAX `peak_bytes_in_use`, torch `max_memory_allocated`), peak RSS on CPU."
     )
     out.append("")
