@@ -111,8 +111,8 @@ def test_smoke_bench_records_and_peer_reason(smoke):
     assert ours and all(r["status"] == "ok" for r in ours)
     r = ours[0]
     assert r["model"] == "vgg_snn" and r["options"] == {"dtype": "bfloat16"}
-    assert r["img_per_s"] == pytest.approx(r["batch"] / r["step_s_median"])
-    assert r["heap_trim"] is True and r["peak_device_mb"] is None  # CPU: RSS only
+    assert r["backend"] == "cpu" and r["heap_trim"] is True  # the trim runs on CPU only
+    assert r["step_s_median"] > 0 and r["peak_rss_mb"] > 0
     assert r["frac_measured_gemm"] == pytest.approx(
         r["gflop_per_s"] / gemm[0]["gflop_per_s"])
     assert r["frac_bf16_peak"] is None  # no bf16 peak for a CPU
@@ -279,8 +279,13 @@ def test_budget_carries_unused_time_over():
 
 def test_run_cmd_kills_on_timeout():
     t0 = time.monotonic()
-    code, _ = check.run_cmd(["bash", "-c", "sleep 30"], timeout=1.0)
+    code, _ = check.run_cmd(["bash", "-c", "sleep 30"], timeout=1.0, grace=1.0)
     assert code is None and time.monotonic() - t0 < 20
+    # SIGINT first: a program that handles it still reports (as pytest writes its JUnit file).
+    code, text = check.run_cmd(
+        ["bash", "-c", "trap 'echo interrupted; exit 130' INT; sleep 30 & wait"],
+        timeout=1.0, grace=10.0)
+    assert code is None and "interrupted" in text
     code, text = check.run_cmd(["bash", "-c", "echo hi; exit 3"], timeout=30.0)
     assert code == 3 and text.strip() == "hi"
 

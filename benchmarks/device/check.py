@@ -83,9 +83,10 @@ class Budget:
 
 
 def run_cmd(cmd: list[str], timeout: float, env: dict[str, str] | None = None,
-            log: str | None = None) -> tuple[int | None, str]:
-    """Runs ``cmd`` in its own process group from the repository root; on timeout the whole
-    group is killed. Returns ``(returncode or None on timeout, combined output)``."""
+            log: str | None = None, grace: float = 10.0) -> tuple[int | None, str]:
+    """Runs ``cmd`` in its own process group from the repository root. On timeout the group
+    gets SIGINT (pytest then still writes its report of the tests run so far) and, ``grace``
+    seconds later, SIGKILL. Returns ``(returncode or None on timeout, combined output)``."""
     full_env = {**os.environ, **(env or {})}
     with tempfile.TemporaryFile("w+") as out:
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=full_env, stdout=out,
@@ -93,8 +94,12 @@ def run_cmd(cmd: list[str], timeout: float, env: dict[str, str] | None = None,
         try:
             code: int | None = proc.wait(timeout=max(1.0, timeout))
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
             code = None
         out.seek(0)
         text = out.read()
