@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -35,6 +36,15 @@ def test_script_rejects_unknown_arguments(tmp_path):
     proc = subprocess.run(["bash", SCRIPT, "--gpu-please"], capture_output=True, text=True,
                           env={**os.environ, "OUT": str(tmp_path)})
     assert proc.returncode == 2 and "usage" in proc.stderr
+
+
+def test_budgets_fit_eight_minutes():
+    text = open(SCRIPT).read()
+    default = int(re.search(r'DEVICE_CHECK_BUDGET_S:-(\d+)', text).group(1))
+    hard_margin = int(re.search(r'"\$\(\(budget \+ (\d+)\)\)"', text).group(1))
+    assert sum(check.FULL_BUDGETS.values()) <= default
+    assert default + hard_margin <= 8 * 60
+    assert list(check.FULL_BUDGETS) == list(check.SMOKE_BUDGETS) == list(check.STAGES)
 
 
 @pytest.fixture(scope="module")

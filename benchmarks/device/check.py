@@ -43,7 +43,7 @@ from benchmarks.device import peaks, table
 from benchmarks.train_step import REPO_ROOT
 
 # Seconds per stage on the GPU; unused time carries over to the next stage.
-FULL_BUDGETS = {"platform": 30, "tests": 95, "bench": 245, "train": 95}
+FULL_BUDGETS = {"platform": 30, "tests": 90, "bench": 240, "train": 90}
 SMOKE_BUDGETS = {"platform": 90, "tests": 90, "bench": 240, "train": 240}
 STAGES = tuple(FULL_BUDGETS)
 
@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", required=True, help="folder for the result files")
     p.add_argument("--smoke", action="store_true", help="every stage at tiny size on CPU")
-    p.add_argument("--budget-s", type=float, default=465.0, help="global time limit (s)")
+    p.add_argument("--budget-s", type=float, default=450.0, help="global time limit (s)")
     p.add_argument("--stages", default=",".join(STAGES), help=f"subset of {STAGES}")
     p.add_argument("--peer-python", default=sys.executable,
                    help="python with torch + spikingjelly (default: this one)")
