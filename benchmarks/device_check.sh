@@ -34,13 +34,17 @@ py="${PYTHON:-python3}"
 budget="${DEVICE_CHECK_BUDGET_S:-450}"
 stages="${DEVICE_CHECK_STAGES:-platform,tests,bench,train}"
 
-# Wheels built by benchmarks/device/build_wheels.sh and carried along: installed into a
-# throw-away folder, ahead of nothing that is already installed (--no-deps).
+# Wheels built by benchmarks/device/build_wheels.sh (for CPython 3.12, the device image's) and
+# carried along: installed into a throw-away folder (--no-deps), never in the CPU smoke run.
 wheels="$here/device/wheels"
-if compgen -G "$wheels/*.whl" >/dev/null; then
+if [[ ${#smoke[@]} -eq 0 ]] && compgen -G "$wheels/*.whl" >/dev/null; then
   site="${DEVICE_CHECK_SITE:-/tmp/tks_device_site}"
-  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$site" "$wheels"/*.whl || { echo "installing the carried wheels failed" >&2; exit 2; }
+  if ! "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target "$site" "$wheels"/*.whl; then
+    echo "installing $wheels/*.whl with $py failed: they are built for CPython 3.12 on" \
+      "x86-64 Linux (benchmarks/device/build_wheels.sh)" >&2
+    exit 2
+  fi
   export PYTHONPATH="$root:$site${PYTHONPATH:+:$PYTHONPATH}"
 else
   export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
