@@ -151,13 +151,13 @@ def check_reduction(fn: str, reduction: str) -> None:
         )
 
 
-def per_step(fn: str, logits: ArrayLike, labels: ArrayLike) -> tuple[Array, Array]:
+def per_step(fn: str, logits: ArrayLike, labels: ArrayLike | None) -> tuple[Array, Array | None]:
     """Validates time-major logits ``[T, B, C]`` and labels ``[B]`` (shapes and dtypes).
 
     Returns:
-      The logits upcast to at least float32, and the labels as an array.
+      The logits upcast to at least float32, and the labels as an array (None if not given).
     """
-    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+    logits = jnp.asarray(logits)
     if logits.ndim != 3:
         raise ValueError(
             f"{fn}: logits must be time-major [T, B, C] (rank 3), got shape {logits.shape}. "
@@ -166,6 +166,9 @@ def per_step(fn: str, logits: ArrayLike, labels: ArrayLike) -> tuple[Array, Arra
     if 0 in logits.shape:
         raise ValueError(f"{fn}: logits [T, B, C] must have T, B, C >= 1, got {logits.shape}.")
     check_floating(fn, logits)
+    if labels is None:
+        return logits.astype(compute_dtype(logits.dtype)), None
+    labels = jnp.asarray(labels)
     if labels.ndim != 1 or labels.shape[0] != logits.shape[1] or not jnp.issubdtype(
         labels.dtype, jnp.integer
     ):
