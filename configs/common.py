@@ -17,7 +17,7 @@ from ml_collections.config_dict import placeholder
 
 def base_config(
     *, experiment: str, dataset: str, model: str, num_steps: int, num_classes_hint: int,
-    temperature: float, lambda_peak: float, norm: str, paper: dict[str, Any] | None = None,
+    temperature: float, peak: float, norm: str, paper: dict[str, Any] | None = None,
     smoke_width: float = 0.125,
 ) -> ml_collections.ConfigDict:
     """The spec's defaults; experiment files override what differs.
@@ -29,7 +29,8 @@ def base_config(
       num_steps: T, the number of time steps of training (and of evaluation by default).
       num_classes_hint: number of classes (documentation only; the data sets it).
       temperature: TKS distillation temperature tau_kd (spec section 4).
-      lambda_peak: TKS lambda at the last epoch (spec section 4).
+      peak: peak of the TKS lambda ramp, ``lam(epoch) = peak * epoch / num_epochs`` (spec
+        section 4).
       norm: 'tdbn' | 'tebn' | 'bn' (spec section 6).
       paper: the paper's numbers per loss: ``{loss: {'top1': %, 'aurc': x1000}}``.
       smoke_width: model width multiplier in smoke runs.
@@ -64,14 +65,16 @@ def base_config(
     c.model.dtype = "float32"  # compute dtype; params stay float32
     c.model.conv = "auto"  # auto | winograd | direct: how convolutions are computed (same maths)
 
+    # Keys are the argument names of the loss functions; tks_jax.training.objectives says which
+    # loss reads which key.
     c.loss = ml_collections.ConfigDict()
     c.loss.name = "tks"  # baseline | ls | tet | tks
-    c.loss.temperature = temperature  # tau_kd (spec section 4)
-    c.loss.lambda_peak = lambda_peak  # lam(epoch) = peak * epoch / num_epochs
-    c.loss.detach_teacher = False  # the authors do not detach the teacher (spec section 4)
-    c.loss.smoothing = 0.1  # label smoothing eps, (choice) spec section 5
-    c.loss.tet_lamb = 1e-3  # TET MSE weight (spec section 5)
-    c.loss.tet_means = 1.0  # TET MSE target phi (spec section 5)
+    c.loss.temperature = temperature  # tks: tau_kd (spec section 4)
+    c.loss.peak = peak  # tks: lam(epoch) = peak * epoch / num_epochs (tks_lambda_schedule)
+    c.loss.detach_teacher = False  # tks: the authors do not detach the teacher (spec section 4)
+    c.loss.smoothing = 0.1  # ls: label smoothing eps, (choice) spec section 5
+    c.loss.lamb = 1e-3  # tet: MSE weight (spec section 5)
+    c.loss.means = 1.0  # tet: MSE target phi (spec section 5)
 
     c.batch_size = 128  # global batch (spec section 9)
     c.eval_batch_size = 128
@@ -144,7 +147,7 @@ def fine_grained_config(
         num_steps=4,  # T
         num_classes_hint=num_classes_hint,
         temperature=3.0,  # tau_kd for fine-grained data (spec section 4)
-        lambda_peak=0.7,  # static images (spec section 4)
+        peak=0.7,  # static images (spec section 4)
         norm="bn",  # SEW-ResNet uses plain BN (spec section 7)
     )
     config.model.connect = "add"  # SEW connect function ADD (spec section 7)

@@ -45,6 +45,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from tks_jax import _checks
 
@@ -441,8 +442,9 @@ def tks_lambda_schedule(
         epoch.
 
     Returns:
-      ``schedule(count) -> lam``, a float32 scalar array, jit-able. A concrete ``count``
-      outside ``[0, num_epochs]`` epochs raises ``ValueError``; a traced one gives NaN.
+      ``schedule(count) -> lam``, a float32 scalar (a NumPy scalar for a concrete ``count``,
+      no device round trip; a JAX array when traced), jit-able. A concrete ``count`` outside
+      ``[0, num_epochs]`` epochs raises ``ValueError``; a traced one gives NaN.
 
     Raises:
       ValueError: ``num_epochs < 1``, ``peak`` outside ``[0, 1]`` or ``steps_per_epoch < 1``.
@@ -469,7 +471,8 @@ def tks_lambda_schedule(
             c = _checks.concrete(count)
             epoch = (int(c) // steps_per_epoch if c is not None and c.ndim == 0
                      else jnp.asarray(count) // steps_per_epoch)
-        return jnp.asarray(_ramp(fn, epoch, num_epochs, peak), jnp.float32)
+        lam = _ramp(fn, epoch, num_epochs, peak)
+        return np.float32(lam) if isinstance(lam, float) else jnp.asarray(lam, jnp.float32)
 
     return schedule
 

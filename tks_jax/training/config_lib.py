@@ -14,7 +14,7 @@ from typing import Any
 
 import ml_collections
 
-from tks_jax.training import optim
+from tks_jax.training import objectives, optim
 
 # Names accepted by the factories (contracts of tks_jax.data / tks_jax.models / tks_jax.losses).
 # ``synthetic`` and ``synthetic_events`` are tiny generated datasets for tests and smoke runs.
@@ -23,7 +23,7 @@ DATASETS = (
     "mnist", "dvs_cifar10", "ncaltech101", "nmnist_synth", "synthetic", "synthetic_events",
 )
 MODELS = ("vgg_snn", "resnet19", "sew_resnet18", "sew_resnet19", "sew_resnet34", "sew_resnet50")
-LOSSES = ("baseline", "ls", "tet", "tks")
+LOSSES = tuple(objectives.OBJECTIVES)
 CONV_ALGORITHMS = ("auto", "winograd", "direct")  # = tks_jax.models.layers.CONV_ALGORITHMS
 
 # Keys that may change between a run and its resumption (they do not change the maths of
@@ -94,16 +94,7 @@ def validate_config(
             continue
         if not isinstance(t, int) or isinstance(t, bool) or t < 1:
             _fail(f"{key} (T) must be an integer >= 1, got {t!r}.")
-    loss = config.loss
-    if loss.name == "tks":
-        if not (isinstance(loss.temperature, int | float) and loss.temperature > 0):
-            _fail(f"loss.temperature must be > 0, got {loss.temperature!r}.")
-        if not (0.0 <= loss.lambda_peak <= 1.0):
-            _fail(f"loss.lambda_peak must lie in [0, 1], got {loss.lambda_peak!r}.")
-    if loss.name == "ls" and not (0.0 <= loss.smoothing < 1.0):
-        _fail(f"loss.smoothing must lie in [0, 1), got {loss.smoothing!r}.")
-    if loss.name == "tet" and not (0.0 <= loss.tet_lamb <= 1.0):
-        _fail(f"loss.tet_lamb must lie in [0, 1], got {loss.tet_lamb!r}.")
+    objectives.validate(config.loss)
     for key in ("batch_size", "eval_batch_size"):
         b = config[key]
         if not isinstance(b, int) or b < 1:
@@ -199,7 +190,7 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
             "be checked. Use a new --workdir, or pass --config.overwrite=True to discard it."
         )
     with open(path) as f:
-        old = json.load(f)
+        old = objectives.upgrade_legacy_keys(json.load(f))
     diffs = config_differences(old, config.to_dict())
     if diffs and not config.get("overwrite", False):
         shown = "; ".join(diffs[:10]) + (" ..." if len(diffs) > 10 else "")

@@ -296,11 +296,9 @@ def train_and_evaluate(
         return jitted["step"](state, global_batch, lam)
 
     def lam_at(epoch: int) -> np.float32:
-        if config.loss.name != "tks":
-            return np.float32(0.0)
-        from tks_jax import losses
+        from tks_jax.training import objectives
 
-        return np.float32(losses.tks_lambda(epoch, config.num_epochs, config.loss.lambda_peak))
+        return objectives.lam_at(config, epoch)
 
     def check_finite() -> None:
         bad = int(jax.device_get(state["first_nonfinite_step"]))
