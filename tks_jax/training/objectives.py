@@ -54,6 +54,8 @@ class Range:
 
     def describe(self) -> str:
         if self.high is None:
+            if self.low == -math.inf:
+                return "be a finite number"
             return f"be {'>' if self.low_open else '>='} {self.low}"
         left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
         return f"lie in {left}{self.low}, {self.high}{right}"
