@@ -1,4 +1,4 @@
-"""Tests of tks_jax.losses against NumPy references written here (spec sections 4 and 5)."""
+"""Tests of tks_jax.losses against NumPy references written here (docs/method.md §4 and §5)."""
 
 import functools
 
@@ -12,7 +12,7 @@ from absl.testing import parameterized
 from tks_jax import losses
 
 # --------------------------------------------------------------------------------------------
-# NumPy references (float64, loops where the spec speaks per sample / per step).
+# NumPy references (float64, loops where docs/method.md speaks per sample / per step).
 # --------------------------------------------------------------------------------------------
 
 
@@ -189,7 +189,7 @@ class TksTest(chex.TestCase):
         y = np.array([2, 0, 5], np.int32)
         z[:, np.arange(3), y] += 10.0  # every step predicts the label
         temperature = 3.0
-        summed = z.sum(axis=0).astype(np.float64) / temperature  # sum, not mean (spec 4)
+        summed = z.sum(axis=0).astype(np.float64) / temperature  # sum, not mean (docs/method.md §4)
         expected = np.exp(summed - summed.max(-1, keepdims=True))
         expected /= expected.sum(-1, keepdims=True)
         q = losses.tks_teacher(z, y, temperature=temperature)

@@ -1,4 +1,4 @@
-"""Tests of tks_jax.metrics against NumPy / brute-force references (spec section 10)."""
+"""Tests of tks_jax.metrics against NumPy / brute-force references (docs/method.md §10)."""
 
 import functools
 import itertools
