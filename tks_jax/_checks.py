@@ -229,3 +229,47 @@ def masked_mean(values: Array, where: Array | None, axis: int = -1) -> Array:
     where = jnp.broadcast_to(where, values.shape)
     total = jnp.sum(jnp.where(where, values, 0), axis=axis)
     return total / jnp.sum(where, axis=axis).astype(values.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Metric inputs (tks_jax.metrics, tks_jax.selective).
+# --------------------------------------------------------------------------------------------
+
+
+def nan_if_invalid(result: Array, *conditions: Array | None) -> Array:
+    """``result``, or NaN everywhere when a traced validity condition fails."""
+    for ok in conditions:
+        if ok is not None:
+            result = jnp.where(jnp.all(ok), result, jnp.nan)
+    return result
+
+
+def _metric_conditions(
+    fn: str, logits: Array, labels: Array, where: ArrayLike | None, batch_axis: int
+) -> tuple[Array | None, list[Array | None]]:
+    """Checks labels, ``where`` and finiteness; returns ``where`` and the traced conditions."""
+    batch, num_classes = logits.shape[batch_axis], logits.shape[-1]
+    labels_ok = check_labels(fn, labels, batch, num_classes)
+    where = check_where(fn, where, batch)
+    if labels_ok is not None and where is not None:
+        labels_ok = labels_ok | ~where
+    finite = finite_rows(fn, logits, batch_axis, where)
+    return where, [labels_ok, finite]
+
+
+def metric_per_step(
+    fn: str, logits: ArrayLike, labels: ArrayLike, where: ArrayLike | None
+) -> tuple[Array, Array, Array | None, list[Array | None]]:
+    """Checked per-step logits ``[T, B, C]``, labels, ``where`` and the traced conditions."""
+    logits, labels = per_step(fn, logits, labels)
+    where, conditions = _metric_conditions(fn, logits, labels, where, batch_axis=1)
+    return logits, labels, where, conditions
+
+
+def metric_scores(
+    fn: str, logits: ArrayLike, labels: ArrayLike, where: ArrayLike | None = None
+) -> tuple[Array, Array, Array | None, list[Array | None]]:
+    """Checked time-averaged scores ``[B, C]``, labels, ``where`` and the traced conditions."""
+    averaged, labels = scores(fn, logits, labels)
+    where, conditions = _metric_conditions(fn, averaged, labels, where, batch_axis=0)
+    return averaged, labels, where, conditions

@@ -11,7 +11,9 @@ static). Argmax ties go to the first maximal index, as ``jnp.argmax`` and the TK
 The accuracies also exist on integer predictions (:func:`accuracy`, :func:`class_accuracy`,
 with :func:`per_step_predictions` and :func:`first_k_predictions`), so an evaluation loop can
 keep ``[T, N]`` predictions on the host instead of ``[T, N, C]`` logits. The accuracies take an
-optional boolean mask ``where`` ``[B]`` (True for real examples, False for padding).
+optional boolean mask ``where`` ``[B]`` (True for real examples, False for padding). The
+selective-classification metrics (risk-coverage curve, AURC) live in :mod:`tks_jax.selective`
+and are re-exported here.
 
 Input checks (shared with :mod:`tks_jax.losses`): shapes, ranks and dtypes are always checked,
 under ``jit`` too. Values are checked when concrete, with ``ValueError``: labels outside
@@ -27,49 +29,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from tks_jax import _checks
+from tks_jax.selective import (
+    CONFIDENCES,
+    TIES,
+    aurc,
+    aurc_optimal,
+    excess_aurc,
+    risk_coverage_curve,
+)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
-CONFIDENCES = ("logit", "softmax")
-TIES = ("average", "stable")
-
-
-def _nan_if_invalid(result: Array, *conditions: Array | None) -> Array:
-    """``result``, or NaN everywhere when a traced validity condition fails."""
-    for ok in conditions:
-        if ok is not None:
-            result = jnp.where(jnp.all(ok), result, jnp.nan)
-    return result
-
-
-def _validated(
-    fn: str, logits: Array, labels: Array, where: ArrayLike | None, batch_axis: int
-) -> tuple[Array | None, list[Array | None]]:
-    """Checks labels, ``where`` and finiteness; returns ``where`` and the traced conditions."""
-    batch, num_classes = logits.shape[batch_axis], logits.shape[-1]
-    labels_ok = _checks.check_labels(fn, labels, batch, num_classes)
-    where = _checks.check_where(fn, where, batch)
-    if labels_ok is not None and where is not None:
-        labels_ok = labels_ok | ~where
-    finite = _checks.finite_rows(fn, logits, batch_axis, where)
-    return where, [labels_ok, finite]
-
-
-def _per_step(
-    fn: str, logits: ArrayLike, labels: ArrayLike, where: ArrayLike | None
-) -> tuple[Array, Array, Array | None, list[Array | None]]:
-    logits, labels = _checks.per_step(fn, logits, labels)
-    where, conditions = _validated(fn, logits, labels, where, batch_axis=1)
-    return logits, labels, where, conditions
-
-
-def _aggregated(
-    fn: str, logits: ArrayLike, labels: ArrayLike, where: ArrayLike | None = None
-) -> tuple[Array, Array, Array | None, list[Array | None]]:
-    scores, labels = _checks.scores(fn, logits, labels)
-    where, conditions = _validated(fn, scores, labels, where, batch_axis=0)
-    return scores, labels, where, conditions
+__all__ = [
+    "per_step_predictions", "first_k_predictions", "accuracy", "class_accuracy",
+    "top_k_accuracy", "per_step_accuracy", "first_k_accuracy", "per_class_accuracy",
+    "risk_coverage_curve", "aurc", "aurc_optimal", "excess_aurc", "CONFIDENCES", "TIES",
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,7 +181,7 @@ def class_accuracy(
     result = jnp.where(totals > 0, hits / jnp.maximum(totals, 1.0), jnp.nan)
     if labels_ok is not None and where is not None:
         labels_ok = labels_ok | ~where
-    return _nan_if_invalid(result, labels_ok)
+    return _checks.nan_if_invalid(result, labels_ok)
 
 
 def top_k_accuracy(
@@ -233,13 +209,15 @@ def top_k_accuracy(
       >>> print(metrics.top_k_accuracy(scores, labels), metrics.top_k_accuracy(scores, labels, k=2))
       0.5 1.0
     """
-    scores, labels, where, conditions = _aggregated("top_k_accuracy", logits, labels, where)
+    scores, labels, where, conditions = _checks.metric_scores(
+        "top_k_accuracy", logits, labels, where
+    )
     num_classes = scores.shape[-1]
     if not isinstance(k, int | np.integer) or not 1 <= k <= num_classes:
         raise ValueError(f"top_k_accuracy: k must be an int in [1, C={num_classes}], got {k!r}.")
     _, top = jax.lax.top_k(scores, int(k))  # [B, k], ties to the lower index
     hit = jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
-    return _nan_if_invalid(_checks.masked_mean(hit, where), *conditions)
+    return _checks.nan_if_invalid(_checks.masked_mean(hit, where), *conditions)
 
 
 def per_step_accuracy(
@@ -263,9 +241,11 @@ def per_step_accuracy(
       >>> print(metrics.per_step_accuracy(logits, jnp.array([0, 1])))
       [0.5 0.5]
     """
-    logits, labels, where, conditions = _per_step("per_step_accuracy", logits, labels, where)
+    logits, labels, where, conditions = _checks.metric_per_step(
+        "per_step_accuracy", logits, labels, where
+    )
     predictions = jnp.argmax(logits, axis=-1)
-    return _nan_if_invalid(accuracy(predictions, labels, where=where), *conditions)
+    return _checks.nan_if_invalid(accuracy(predictions, labels, where=where), *conditions)
 
 
 def first_k_accuracy(
@@ -291,9 +271,11 @@ def first_k_accuracy(
       >>> print(metrics.first_k_accuracy(logits, jnp.array([1])))
       [0. 1.]
     """
-    logits, labels, where, conditions = _per_step("first_k_accuracy", logits, labels, where)
+    logits, labels, where, conditions = _checks.metric_per_step(
+        "first_k_accuracy", logits, labels, where
+    )
     predictions = first_k_predictions(logits)
-    return _nan_if_invalid(accuracy(predictions, labels, where=where), *conditions)
+    return _checks.nan_if_invalid(accuracy(predictions, labels, where=where), *conditions)
 
 
 def per_class_accuracy(
@@ -318,183 +300,13 @@ def per_class_accuracy(
       >>> print(metrics.per_class_accuracy(scores, jnp.array([0, 1, 1])))
       [1.  0.5 nan]
     """
-    scores, labels, where, conditions = _aggregated("per_class_accuracy", logits, labels, where)
+    scores, labels, where, conditions = _checks.metric_scores(
+        "per_class_accuracy", logits, labels, where
+    )
     c = scores.shape[-1]
     if num_classes is not None and num_classes != c:
         raise ValueError(
             f"per_class_accuracy: num_classes={num_classes} but the scores have C = {c} classes."
         )
     result = class_accuracy(jnp.argmax(scores, axis=-1), labels, c, where=where)
-    return _nan_if_invalid(result, *conditions)
-
-
-# --------------------------------------------------------------------------------------------
-# Selective classification: risk-coverage curve and AURC (Geifman et al. 2018).
-# --------------------------------------------------------------------------------------------
-
-
-def risk_coverage_curve(
-    confidence: ArrayLike, correct: ArrayLike, *, ties: str = "average"
-) -> Array:
-    """Selective risk at every coverage ``i/N``, i = 1..N (§10).
-
-    Samples are ranked by ``confidence``, descending; the risk at coverage ``i/N`` is the error
-    rate among the ``i`` most confident samples.
-
-    Tie handling (a documented choice; ties are common with saturated softmax confidences):
-      * ``"average"`` (default): the expected risk over all orders of equally confident
-        samples. Inside a group of ``m`` tied samples with ``e`` errors, taking ``j`` of them
-        counts ``j * e / m`` errors. The result does not depend on the order of the dataset.
-      * ``"stable"``: ties keep their input order (a stable sort).
-
-    Args:
-      confidence: ``[N]`` floating confidences (non-finite ones raise when concrete and give
-        a NaN curve when traced).
-      correct: ``[N]`` booleans (or 0/1), whether each prediction is right.
-      ties: ``"average"`` or ``"stable"`` (static).
-
-    Returns:
-      ``[N]`` float32 risks; entry ``i - 1`` is the risk at coverage ``i/N``.
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from tks_jax import metrics
-      >>> confidence = jnp.array([0.9, 0.8, 0.3, 0.1])
-      >>> print(metrics.risk_coverage_curve(confidence, jnp.array([True, False, True, False])))
-      [0.         0.5        0.33333334 0.5       ]
-    """
-    fn = "risk_coverage_curve"
-    confidence, correct = jnp.asarray(confidence), jnp.asarray(correct)
-    if confidence.ndim != 1 or confidence.shape != correct.shape or confidence.size == 0:
-        raise ValueError(
-            f"{fn}: confidence and correct must be non-empty [N] vectors of the "
-            f"same length, got shapes {confidence.shape} and {correct.shape}."
-        )
-    if ties not in TIES:
-        raise ValueError(f"{fn}: ties must be one of {TIES}, got {ties!r}.")
-    _checks.check_floating(fn, confidence, "confidence")
-    finite = _checks.finite_rows(fn, confidence, 0)
-    n = confidence.shape[0]
-    errors = 1.0 - correct.astype(jnp.float32)
-    order = jnp.argsort(-confidence.astype(jnp.float32), stable=True)
-    conf_sorted, err_sorted = confidence[order], errors[order]
-    positions = jnp.arange(1, n + 1, dtype=jnp.float32)
-    if ties == "stable":
-        return _nan_if_invalid(jnp.cumsum(err_sorted) / positions, finite)
-    # Groups of equal confidence are contiguous after sorting.
-    starts = jnp.concatenate([jnp.ones((1,), bool), conf_sorted[1:] != conf_sorted[:-1]])
-    group = jnp.cumsum(starts) - 1  # [N], group index of each sorted sample
-    group_err = jax.ops.segment_sum(err_sorted, group, num_segments=n)
-    group_size = jax.ops.segment_sum(jnp.ones_like(err_sorted), group, num_segments=n)
-    err_before = jnp.cumsum(group_err) - group_err  # errors in all more confident groups
-    size_before = jnp.cumsum(group_size) - group_size
-    taken = positions - size_before[group]  # j: samples taken from the own group
-    expected = err_before[group] + taken * group_err[group] / group_size[group]
-    return _nan_if_invalid(expected / positions, finite)
-
-
-def _confidence(scores: Array, confidence: str) -> Array:
-    if confidence == "logit":
-        return jnp.max(scores, axis=-1)  # the paper's choice: raw mean logits
-    if confidence == "softmax":
-        return jnp.max(jax.nn.softmax(scores, axis=-1), axis=-1)
-    raise ValueError(f"aurc: confidence must be one of {CONFIDENCES}, got {confidence!r}.")
-
-
-def aurc(
-    scores: ArrayLike, labels: ArrayLike, *, confidence: str = "logit", ties: str = "average"
-) -> Array:
-    """Area under the risk-coverage curve of top-1 predictions (§10).
-
-    ``AURC = mean_{i=1..N} risk(i/N)`` where ``risk(i/N)`` is the error rate of the ``i`` most
-    confident samples (see :func:`risk_coverage_curve`, also for ``ties``). The paper reports
-    ``1000 * AURC``; lower is better.
-
-    Args:
-      scores: time-averaged scores ``[N, C]`` (or per-step logits ``[T, N, C]``, averaged).
-      labels: integer class indices ``[N]``.
-      confidence: ``"logit"`` = max of the raw scores (the paper's choice), or ``"softmax"`` =
-        max softmax probability. Static.
-      ties: ``"average"`` (default) or ``"stable"``. Static.
-
-    Returns:
-      A float32 scalar in ``[0, 1]``.
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from tks_jax import metrics
-      >>> scores = jnp.array([[0.3, 0.0], [0.0, 0.9], [0.1, 0.0], [0.0, 0.8]])
-      >>> labels = jnp.array([0, 1, 1, 0])  # right, right, wrong, wrong
-      >>> print(f"{metrics.aurc(scores, labels):.4f}")  # mean of risks 0, 1/2, 1/3, 2/4
-      0.3333
-
-    References:
-      Geifman, Uziel, El-Yaniv, "Bias-Reduced Uncertainty Estimation for Deep Neural
-      Classifiers", ICLR 2019 (arXiv 1805.08206).
-    """
-    if confidence not in CONFIDENCES:
-        raise ValueError(f"aurc: confidence must be one of {CONFIDENCES}, got {confidence!r}.")
-    scores, labels, _, conditions = _aggregated("aurc", scores, labels)
-    correct = jnp.argmax(scores, axis=-1) == labels
-    conf = _confidence(scores, confidence)
-    conf = jnp.where(jnp.isfinite(conf), conf, 0.0)  # traced non-finite: NaN below, no raise
-    curve = risk_coverage_curve(conf, correct, ties=ties)
-    return _nan_if_invalid(jnp.mean(curve), *conditions)
-
-
-def aurc_optimal(scores: ArrayLike, labels: ArrayLike) -> Array:
-    """The smallest AURC reachable with the same predictions: every error ranked last.
-
-    With ``N`` samples of which ``E`` are wrong, the risk at coverage ``i/N`` is
-    ``max(0, i - (N - E)) / i``; the optimum is its mean (the finite-sample version of
-    ``r + (1 - r) log(1 - r)``). ``aurc - aurc_optimal`` is the excess AURC (E-AURC).
-
-    Args:
-      scores: time-averaged scores ``[N, C]`` (or per-step logits ``[T, N, C]``, averaged).
-      labels: integer class indices ``[N]``.
-
-    Returns:
-      A float32 scalar.
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from tks_jax import metrics
-      >>> scores = jnp.array([[0.3, 0.0], [0.0, 0.9], [0.1, 0.0], [0.0, 0.8]])
-      >>> labels = jnp.array([0, 1, 1, 0])  # 2 errors: risks 0, 0, 1/3, 2/4
-      >>> print(f"{metrics.aurc_optimal(scores, labels):.4f}")
-      0.2083
-
-    References:
-      Geifman, Uziel, El-Yaniv, ICLR 2019 (arXiv 1805.08206), section 3.
-    """
-    scores, labels, _, conditions = _aggregated("aurc_optimal", scores, labels)
-    n = scores.shape[0]
-    num_errors = jnp.sum((jnp.argmax(scores, axis=-1) != labels).astype(jnp.float32))
-    positions = jnp.arange(1, n + 1, dtype=jnp.float32)
-    result = jnp.mean(jnp.maximum(positions - (n - num_errors), 0.0) / positions)
-    return _nan_if_invalid(result, *conditions)
-
-
-def excess_aurc(
-    scores: ArrayLike, labels: ArrayLike, *, confidence: str = "logit", ties: str = "average"
-) -> Array:
-    """E-AURC = ``aurc - aurc_optimal``: the part of AURC due to a poor confidence ranking.
-
-    Args:
-      scores: time-averaged scores ``[N, C]`` (or per-step logits ``[T, N, C]``, averaged).
-      labels: integer class indices ``[N]``.
-      confidence: see :func:`aurc`.
-      ties: see :func:`aurc`.
-
-    Returns:
-      A float32 scalar ``>= 0`` (up to rounding).
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from tks_jax import metrics
-      >>> scores = jnp.array([[0.3, 0.0], [0.0, 0.9], [0.1, 0.0], [0.0, 0.8]])
-      >>> labels = jnp.array([0, 1, 1, 0])
-      >>> print(f"{metrics.excess_aurc(scores, labels):.4f}")  # 0.3333 - 0.2083
-      0.1250
-    """
-    return aurc(scores, labels, confidence=confidence, ties=ties) - aurc_optimal(scores, labels)
+    return _checks.nan_if_invalid(result, *conditions)
