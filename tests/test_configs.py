@@ -66,7 +66,7 @@ def test_paper_settings(name):
     family = _family(name)
     temperature, peak, t = {"event": (5.0, 0.3, 10), "imagenet": (1.0, 0.7, 4),
                             "static": (3.0, 0.7, 4)}[family]
-    assert (c.loss.name, c.loss.temperature, c.loss.lambda_peak, c.num_steps) == (
+    assert (c.loss.name, c.loss.temperature, c.loss.peak, c.num_steps) == (
         "tks", temperature, peak, t)
     assert c.batch_size == 128
     assert optim.peak_learning_rate(c) == pytest.approx(6.25e-4)
@@ -119,8 +119,8 @@ BAD = [
     ("eval_num_steps", -2, "eval_num_steps (T) must be an integer >= 1"),
     ("loss.temperature", 0.0, "loss.temperature must be > 0, got 0.0"),
     ("loss.temperature", -1.0, "loss.temperature must be > 0"),
-    ("loss.lambda_peak", 1.5, "loss.lambda_peak must lie in [0, 1], got 1.5"),
-    ("loss.lambda_peak", -0.1, "loss.lambda_peak must lie in [0, 1]"),
+    ("loss.peak", 1.5, "loss.peak must lie in [0, 1], got 1.5"),
+    ("loss.peak", -0.1, "loss.peak must lie in [0, 1]"),
     ("optimizer.schedule_granularity", "batch", "optimizer.schedule_granularity must be one of"),
     ("optimizer.name", "lamb", "unknown optimizer.name 'lamb'"),
     ("model.conv", "fft", "unknown model.conv 'fft'; choose one of ['auto', 'winograd', 'direct']"),

@@ -151,8 +151,8 @@ def test_workdir_with_other_config_is_refused_unless_overwrite(tmp_path):
 
 
 def test_invalid_config_fails_before_training(tmp_path):
-    with pytest.raises(ValueError, match="loss.lambda_peak must lie in"):
-        _train(tmp_path, tl.tiny_config(**{"loss.lambda_peak": 2.0}))
+    with pytest.raises(ValueError, match="loss.peak must lie in"):
+        _train(tmp_path, tl.tiny_config(**{"loss.peak": 2.0}))
     assert not os.path.exists(tmp_path / "checkpoints")
     assert config_lib.LOSSES == ("baseline", "ls", "tet", "tks")
 

@@ -14,6 +14,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from tks_jax import json_utils
+
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 PLOT_FIRST_K = "accuracy_vs_num_steps.png"
@@ -124,20 +126,6 @@ def _plot(path: str, ys, title: str, ylabel: str) -> None:
     plt.close(fig)
 
 
-def _json_safe(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, Mapping):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_json_safe(v) for v in x]
-    if hasattr(x, "item") and getattr(x, "ndim", 1) == 0:
-        return _json_safe(x.item())
-    if hasattr(x, "tolist"):
-        return _json_safe(x.tolist())
-    return x
-
-
 def write_report(report: Mapping[str, Any], directory: str) -> dict[str, str]:
     """Writes ``report.json``, ``report.md`` and the two PNG plots into ``directory``.
 
@@ -154,9 +142,7 @@ def write_report(report: Mapping[str, Any], directory: str) -> dict[str, str]:
         "first_k_plot": os.path.join(directory, PLOT_FIRST_K),
         "per_step_plot": os.path.join(directory, PLOT_PER_STEP),
     }
-    safe = _json_safe(report)
-    with open(paths["json"], "w") as f:
-        json.dump(safe, f, indent=2)
+    json_utils.write_json(paths["json"], report)
     with open(paths["markdown"], "w") as f:
         f.write(format_markdown(report))
     m = report["metrics"]

@@ -54,6 +54,8 @@ from typing import Any
 
 import numpy as np
 
+from tks_jax import json_utils
+
 LOSSES = ("baseline", "ls", "tet", "tks")
 STUDIES = ("main", "hard", "sweep")
 BUDGETS = ("full", "quick", "smoke")
@@ -318,8 +320,7 @@ def run_one(spec: RunSpec, out_dir: str, budget: str, *, feature_examples: int) 
         "step": result["step"], "wall_s": time.time() - t0, "cpu_s": time.process_time() - c0,
         "report_dir": os.path.relpath(result["report_dir"], out_dir),
     }
-    with open(path, "w") as f:
-        json.dump(record, f, indent=2)
+    json_utils.write_json(path, record)
     return record
 
 
@@ -408,8 +409,7 @@ def run_study(
     })
     if failed:
         study["sessions"][-1]["failed"] = [name for name, _ in failed]
-    with open(os.path.join(out_dir, STUDY_JSON), "w") as f:
-        json.dump(study, f, indent=2)
+    json_utils.write_json(os.path.join(out_dir, STUDY_JSON), study)
     result = aggregate(out_dir, log=log)
     if failed:
         raise RuntimeError(
@@ -735,8 +735,7 @@ def aggregate(out_dir: str, *, log: Callable[[str], None] = print) -> dict[str, 
         "runs": runs, "groups": groups, "sweep": sweep, "claims": claims,
         "tsne": _tsne_files(out_dir, runs, log),
     }
-    with open(os.path.join(out_dir, RESULTS_JSON), "w") as f:
-        json.dump(_json_safe(results), f, indent=2)
+    json_utils.write_json(os.path.join(out_dir, RESULTS_JSON), results)
     with open(os.path.join(out_dir, TABLE_MD), "w") as f:
         f.write(format_table(groups))
     with open(os.path.join(out_dir, CLAIMS_MD), "w") as f:
@@ -747,18 +746,6 @@ def aggregate(out_dir: str, *, log: Callable[[str], None] = print) -> dict[str, 
     log(format_table(groups))
     log(format_claims(claims))
     return results
-
-
-def _json_safe(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, np.generic):
-        return _json_safe(x.item())
-    return x
 
 
 def load_results(out_dir: str) -> dict[str, Any]:

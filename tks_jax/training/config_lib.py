@@ -15,7 +15,7 @@ import ml_collections
 
 from tks_jax.data import event_specs
 from tks_jax.data.event_specs import EVENT_DATASETS
-from tks_jax.training import optim
+from tks_jax.training import objectives, optim
 from tks_jax.training.errors import ConfigError
 
 # Names accepted by the factories (contracts of tks_jax.data / tks_jax.models / tks_jax.losses).
@@ -25,7 +25,7 @@ DATASETS = (
     "mnist", "dvs_cifar10", "ncaltech101", "nmnist_synth", "synthetic", "synthetic_events",
 )
 MODELS = ("vgg_snn", "resnet19", "sew_resnet18", "sew_resnet19", "sew_resnet34", "sew_resnet50")
-LOSSES = ("baseline", "ls", "tet", "tks")
+LOSSES = tuple(objectives.OBJECTIVES)
 CONV_ALGORITHMS = ("auto", "winograd", "direct")  # = tks_jax.models.layers.CONV_ALGORITHMS
 
 # Keys that may change between a run and its resumption (they do not change the maths of
@@ -102,16 +102,7 @@ def validate_config(
             continue
         if not isinstance(t, int) or isinstance(t, bool) or t < 1:
             _fail(f"{key} (T) must be an integer >= 1, got {t!r}.")
-    loss = config.loss
-    if loss.name == "tks":
-        if not (isinstance(loss.temperature, int | float) and loss.temperature > 0):
-            _fail(f"loss.temperature must be > 0, got {loss.temperature!r}.")
-        if not (0.0 <= loss.lambda_peak <= 1.0):
-            _fail(f"loss.lambda_peak must lie in [0, 1], got {loss.lambda_peak!r}.")
-    if loss.name == "ls" and not (0.0 <= loss.smoothing < 1.0):
-        _fail(f"loss.smoothing must lie in [0, 1), got {loss.smoothing!r}.")
-    if loss.name == "tet" and not (0.0 <= loss.tet_lamb <= 1.0):
-        _fail(f"loss.tet_lamb must lie in [0, 1], got {loss.tet_lamb!r}.")
+    objectives.validate(config.loss)
     for key in ("batch_size", "eval_batch_size"):
         b = config[key]
         if not isinstance(b, int) or b < 1:

@@ -26,6 +26,7 @@ from tks_jax.training import (
     config_lib,
     host_memory,
     input_pipeline,
+    objectives,
     optim,
 )
 from tks_jax.training import evaluate_run as eval_lib
@@ -258,12 +259,7 @@ class _Trainer:
         return metrics
 
     def lam_at(self, epoch: int) -> np.float32:
-        c = self.config
-        if c.loss.name != "tks":
-            return np.float32(0.0)
-        from tks_jax import losses
-
-        return np.float32(losses.tks_lambda(epoch, c.num_epochs, c.loss.lambda_peak))
+        return objectives.lam_at(self.config, epoch)
 
     def check_finite(self) -> None:
         bad = int(jax.device_get(self.state["first_nonfinite_step"]))

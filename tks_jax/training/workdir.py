@@ -22,7 +22,8 @@ from typing import Any
 
 import ml_collections
 
-from tks_jax.training import config_lib
+from tks_jax import json_utils
+from tks_jax.training import config_lib, objectives
 from tks_jax.training.errors import (
     ConfigError,
     DiskFullError,
@@ -176,24 +177,17 @@ def disk_full_error(path: str, bytes_needed: int) -> DiskFullError:
 
 
 def write_json_atomic(path: str, payload: Any) -> None:
-    """Writes JSON to ``path.tmp``, fsyncs and renames it over ``path`` (never half-written).
+    """``json_utils.write_json`` (never half-written), with a full disk as one clear error.
 
     Raises:
       DiskFullError: no space for the file (the temporary file is removed, ``path`` unchanged).
     """
-    tmp = f"{path}.tmp"
-    text = json.dumps(payload, indent=2, sort_keys=True, default=str)
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        json_utils.write_json(path, payload, sort_keys=True)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
         if is_disk_full(e):
-            raise disk_full_error(path, len(text.encode())) from None
+            size = len(json.dumps(json_utils.json_safe(payload), indent=2).encode())
+            raise disk_full_error(path, size) from None
         raise
 
 
@@ -217,7 +211,7 @@ def read_config(workdir: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         )
     try:
         with open(path) as f:
-            stored = json.load(f)
+            stored = objectives.upgrade_legacy_keys(json.load(f))
     except ValueError as e:
         raise WorkdirError(f"{path} is not valid JSON ({e}); restore it or pass "
                            "--config.overwrite=True to start afresh.") from None
