@@ -34,6 +34,10 @@ Dtype = Any
 NORMS = ("tdbn", "tebn", "bn")
 BN_MOMENTUM = 0.9  # = PyTorch momentum 0.1 (flax keeps `momentum` of the old statistics).
 BN_EPSILON = 1e-5  # PyTorch's default.
+# Variable collection of the streaming state (``tks_jax.inference``): each LIF's membrane
+# ``membrane`` and each TEBN norm's step counter ``step``. Only used when the caller makes it
+# mutable (never by ``init`` or training).
+STREAM_STATE = "lif_state"
 
 # PyTorch's default kaiming_uniform_(a=sqrt(5)): gain^2 = 2 / (1 + 5), bound = sqrt(3 * 1/3 /
 # fan_in) = 1/sqrt(fan_in).
@@ -348,7 +352,9 @@ class Norm(nn.Module):
     - ``tebn`` (Duan et al. 2022): after BN, step ``t`` is multiplied by a learnable scalar
       ``p_t`` (init 1). ``p`` has ``max_steps`` entries (the configured T). A run with
       ``T < max_steps`` uses ``p_1..p_T`` (causal: the first steps of a longer run are
-      unchanged); ``T > max_steps`` raises ``ValueError``.
+      unchanged); ``T > max_steps`` raises ``ValueError``. When the ``STREAM_STATE``
+      collection is mutable (``tks_jax.inference``), the call continues a run: it uses
+      ``p_{t0+1}..p_{t0+T}`` with ``t0`` read from (and advanced in) the variable ``step``.
     - ``bn``: BN with scale 1, bias 0.
 
     Attributes:
@@ -404,7 +410,14 @@ class Norm(nn.Module):
                     "or build the model with a larger num_steps."
                 )
             p = self.param("step_scale", nn.initializers.ones, (self.max_steps,), jnp.float32)
-            y = y * p[:steps].astype(y.dtype).reshape((steps,) + (1,) * (y.ndim - 1))
+            if self.is_mutable_collection(STREAM_STATE) and not self.is_initializing():
+                # Streaming: these ``steps`` steps continue the run at step ``t0`` (0-based).
+                t0 = self.variable(STREAM_STATE, "step", jnp.zeros, (), jnp.int32)
+                p_run = jax.lax.dynamic_slice(p, (t0.value,), (steps,))
+                t0.value = t0.value + steps
+            else:
+                p_run = p[:steps]
+            y = y * p_run.astype(y.dtype).reshape((steps,) + (1,) * (y.ndim - 1))
         return y
 
 
@@ -429,7 +442,16 @@ class LIF(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        """``[T, B, ...]`` currents -> ``[T, B, ...]`` spikes (dtype of ``x``)."""
+        """``[T, B, ...]`` currents -> ``[T, B, ...]`` spikes (dtype of ``x``).
+
+        With the ``STREAM_STATE`` collection mutable (``tks_jax.inference``; inference only,
+        no surrogate gradient), the membrane starts from the variable ``membrane`` (zeros when
+        absent) instead of 0 and the membrane after the last step is written back.
+        """
+        if self.is_mutable_collection(STREAM_STATE) and not self.is_initializing():
+            u = self.variable(STREAM_STATE, "membrane", jnp.zeros, x.shape[1:], x.dtype)
+            s, _, u.value = spiking._lif_forward(x, self.tau, self.v_threshold, 1, u0=u.value)
+            return s
         s = spiking.lif(
             x,
             tau=self.tau,
