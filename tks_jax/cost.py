@@ -189,6 +189,8 @@ def ops_from_records(
     records: list[_Record], num_steps: int, *, input_spikes: bool
 ) -> dict[str, dict[str, Array]]:
     """``layer_ops``'s counts from ``capture_layer_inputs``'s records (``num_steps`` = T)."""
+    if not records:
+        return {AC: {}, MAC: {}}
     x0 = records[0].x
     t, b = num_steps, (x0.shape[0] if x0.ndim == 4 else x0.shape[1])
     last_linear = max((i for i, r in enumerate(records) if r.layer == "linear"), default=None)
@@ -215,9 +217,11 @@ def ops_from_records(
 
 
 def energy_per_step(ops: Mapping[str, Mapping[str, Array]], energy: EnergyModel) -> Array:
-    """Energy ``[T, B]`` in pJ of each step and image from ``layer_ops``'s counts."""
+    """Energy ``[T, B]`` in pJ of each step and image from ``layer_ops``'s counts (a scalar 0
+    when no layer was counted)."""
     return sum(
-        jnp.asarray(v) * energy.per_op(kind) for kind in (AC, MAC) for v in ops[kind].values()
+        (jnp.asarray(v) * energy.per_op(kind) for kind in (AC, MAC) for v in ops[kind].values()),
+        jnp.zeros((), jnp.float32),
     )
 
 
