@@ -92,3 +92,36 @@ def test_collect_with_a_zoo_model():
     np.testing.assert_allclose(out["energy"], want, rtol=1e-6)
     np.testing.assert_allclose(out["ops_sum"]["mac"]["fc"], np.asarray(ops["mac"]["fc"])[:, :2]
                                .sum(1))
+
+
+@pytest.mark.slow
+def test_add_to_report_end_to_end(tmp_path):
+    """A tiny trained run: evaluate, then the anytime section lands in report.json / .md."""
+    import train_testlib as tl
+
+    from tks_jax import train_lib
+    from tks_jax.training import loop
+
+    workdir = str(tmp_path / "run")
+    train_lib.train_and_evaluate(tl.tiny_config(), workdir, model=tl.tiny_model())
+    rep = loop.evaluate_workdir(workdir, model=tl.tiny_model())
+    rep = anytime_eval.add_to_report(workdir, rep, "max_drop=0.1,confidence=logit",
+                                     model=tl.tiny_model())
+    saved = report.load_report(rep["report_dir"])
+    a = saved["anytime"]
+    assert a["confidence"] == "logit" and a["max_drop"] == 0.1
+    assert 1.0 <= a["test"]["mean_steps"] <= 2.0
+    assert a["validation"]["accuracy"] >= 0.0
+    assert os.path.exists(os.path.join(rep["report_dir"], report.PLOT_ANYTIME))
+    assert "## Anytime inference" in open(os.path.join(rep["report_dir"], report.REPORT_MD)).read()
+
+
+def test_add_to_report_needs_a_validation_split(tmp_path):
+    import train_testlib as tl
+
+    config = tl.tiny_config()
+    config.data.name = "mnist"
+    os.makedirs(tmp_path / "run")
+    tl.dump_config(config, str(tmp_path / "run" / "config.json"))
+    with pytest.raises(ValueError, match="validation_size"):
+        anytime_eval.add_to_report(str(tmp_path / "run"), {"metrics": {}}, "")

@@ -138,39 +138,29 @@ def anytime_metrics(
     return out
 
 
-def add_to_report(
-    workdir: str, rep: dict[str, Any], spec: str | Mapping[str, Any], *,
-    num_steps: int | None = None, model=None,
-) -> dict[str, Any]:
-    """Computes the anytime section of a run and rewrites its report (``rep['report_dir']``).
+def restore_run(workdir: str, *, model=None, validation: bool = False):
+    """The latest checkpoint of a run: ``(config, model, variables, info)`` (one host).
 
     Args:
       workdir: the run directory.
-      rep: the report of ``loop.evaluate_workdir`` (evaluation split, ``num_steps``).
-      spec: ``parse_spec`` input (or its output).
-      num_steps: T (default: the report's).
-      model: optional module replacing ``config.model`` (tests).
-
-    Raises:
-      ValueError: the run has no validation split (``data.validation_size``).
+      model: optional module replacing ``config.model``.
+      validation: require the run's validation split (``data.validation_size``).
     """
-    from tks_jax import report
     from tks_jax.training import checkpointing, input_pipeline, loop, optim
     from tks_jax.training import sharding as sharding_lib
 
-    opts = parse_spec(spec) if isinstance(spec, str) else {**DEFAULTS, **spec}
-    energy = cost.EnergyModel(e_ac_pj=opts["e_ac_pj"], e_mac_pj=opts["e_mac_pj"])
     config = loop._load_workdir_config(workdir)
-    if not config.data.get("validation_size") and not config.data.name.startswith("synthetic"):
+    if (validation and not config.data.get("validation_size")
+            and not config.data.name.startswith("synthetic")):
         raise ValueError(
             "--anytime calibrates on the validation split carved from the training data, and "
             "this run has none: train with --config.data.validation_size=N (e.g. 5000). The "
             "test split is never used to calibrate."
         )
-    t = num_steps or rep["metrics"].get("num_steps") or config.num_steps
     probe, info = input_pipeline.get_dataset(
-        config, "validation", train=False, batch_size=config.eval_batch_size, num_steps=t,
-        seed=config.seed, shard_index=0, shard_count=1,
+        config, "validation" if validation else config.data.eval_split, train=False,
+        batch_size=config.eval_batch_size, num_steps=config.num_steps, seed=config.seed,
+        shard_index=0, shard_count=1,
     )
     del probe
     model = model or loop.build_model(config, info.num_classes)
@@ -189,6 +179,32 @@ def add_to_report(
     variables = {"params": state["params"]}
     if state["batch_stats"]:
         variables["batch_stats"] = state["batch_stats"]
+    return config, model, variables, info
+
+
+def add_to_report(
+    workdir: str, rep: dict[str, Any], spec: str | Mapping[str, Any], *,
+    num_steps: int | None = None, model=None,
+) -> dict[str, Any]:
+    """Computes the anytime section of a run and rewrites its report (``rep['report_dir']``).
+
+    Args:
+      workdir: the run directory.
+      rep: the report of ``loop.evaluate_workdir`` (evaluation split, ``num_steps``).
+      spec: ``parse_spec`` input (or its output).
+      num_steps: T (default: the report's).
+      model: optional module replacing ``config.model`` (tests).
+
+    Raises:
+      ValueError: the run has no validation split (``data.validation_size``).
+    """
+    from tks_jax import report
+    from tks_jax.training import input_pipeline
+
+    opts = parse_spec(spec) if isinstance(spec, str) else {**DEFAULTS, **spec}
+    energy = cost.EnergyModel(e_ac_pj=opts["e_ac_pj"], e_mac_pj=opts["e_mac_pj"])
+    config, model, variables, info = restore_run(workdir, model=model, validation=True)
+    t = num_steps or rep["metrics"].get("num_steps") or config.num_steps
 
     def split_data(split):
         it, _ = input_pipeline.get_dataset(
