@@ -14,7 +14,8 @@ The state is a pytree: ``{'lif_state': {...}, 't': int32}`` with every LIF layer
 (``models.layers.STREAM_STATE``), and ``t`` the number of steps taken. Inference mode: the
 norms use their running statistics. For static images feed the same image at every step
 (direct encoding); for events feed frame t. Both ``init_state`` and ``step`` are pure and
-jit-able (``model`` static).
+jit-able (``model`` static). Each step recomputes the first conv and norm of a static image
+(the all-steps model computes them once); the results are the same.
 """
 
 from __future__ import annotations
