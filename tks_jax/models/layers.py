@@ -229,10 +229,7 @@ def scaled_channels(channels: int, width: float) -> int:
 class Conv(nn.Module):
     """Bias-free 2-D convolution (PyTorch ``padding = kernel // 2``) on time-major input.
 
-    When the ``intermediates`` collection is mutable, sows per image ``macs`` (dense
-    multiply-accumulates) and ``synops`` (accumulates driven by nonzero inputs, i.e. synaptic
-    operations of a spiking input), summed over the steps the call ran. A static stem (4-D
-    input) runs once, so its counts are for one step.
+    Operation counts and energy: ``tks_jax.cost`` (from the inputs each call receives).
 
     Attributes:
       features: output channels.
@@ -277,38 +274,13 @@ class Conv(nn.Module):
         )
         folded = fold(x) if x.ndim == 5 else x
         y = conv(folded)
-        if self.is_mutable_collection("intermediates"):
-            batch = x.shape[1] if x.ndim == 5 else x.shape[0]
-            self._sow_ops(folded, y, batch, pad)
         return unfold(y, x.shape[0]) if x.ndim == 5 else y
-
-    def _sow_ops(self, x: Array, y: Array, batch: int, pad: int) -> None:
-        """Sows ``macs`` and ``synops`` per image (summed over the steps this call ran).
-
-        ``macs`` counts every multiply-accumulate of the dense conv; ``synops`` only those
-        driven by a nonzero input (an accumulate per spike and reached output): ``C_out`` times
-        the number of nonzero inputs inside each output's receptive field.
-        """
-        k, s = self.kernel_size, self.strides
-        macs = math.prod(y.shape) * k * k * x.shape[-1] / batch
-        nonzero = jnp.sum(jax.lax.stop_gradient(x) != 0, axis=-1, keepdims=True, dtype=jnp.float32)
-        reached = jax.lax.reduce_window(
-            nonzero,
-            0.0,
-            jax.lax.add,
-            (1, k, k, 1),
-            (1, s, s, 1),
-            ((0, 0), (pad, pad), (pad, pad), (0, 0)),
-        )
-        self.sow("intermediates", "macs", jnp.asarray(macs, jnp.float32))
-        self.sow("intermediates", "synops", self.features * jnp.sum(reached) / batch)
 
 
 class Linear(nn.Module):
     """Dense layer with bias and PyTorch's default init; acts on the last axis of any shape.
 
-    Sows ``macs`` and ``synops`` per image into ``intermediates`` when that collection is
-    mutable (see ``Conv``).
+    Operation counts and energy: ``tks_jax.cost``.
 
     Attributes:
       features: output features.
@@ -321,7 +293,7 @@ class Linear(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         """``[..., in] -> [..., features]``."""
-        y = nn.Dense(
+        return nn.Dense(
             self.features,
             dtype=self.dtype,
             param_dtype=jnp.float32,
@@ -329,14 +301,6 @@ class Linear(nn.Module):
             bias_init=torch_bias_init(x.shape[-1]),
             name="dense",
         )(x)
-        if self.is_mutable_collection("intermediates"):
-            # Per image (batch = axis -2 of [T, B, in] or [B, in]), summed over steps.
-            batch = x.shape[-2]
-            macs = math.prod(x.shape) * self.features / batch
-            nonzero = jnp.sum(jax.lax.stop_gradient(x) != 0, dtype=jnp.float32)
-            self.sow("intermediates", "macs", jnp.asarray(macs, jnp.float32))
-            self.sow("intermediates", "synops", self.features * nonzero / batch)
-        return y
 
 
 class Norm(nn.Module):
