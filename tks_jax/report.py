@@ -2,7 +2,7 @@
 
 A report is a JSON-able dict built from the metrics of ``tks_jax.training.evaluation``:
 top-1/top-5 of the averaged logits, AURC x 1000 (max-logit, the paper's, and max-softmax),
-per-step accuracy, first-k-steps accuracy (spec section 10, Fig. 3a and 4), per-class accuracy
+per-step accuracy, first-k-steps accuracy (docs/method.md §10, Fig. 3a and 4), per-class accuracy
 at the first step, and spikes per layer.
 """
 
@@ -76,7 +76,7 @@ def format_markdown(report: Mapping[str, Any]) -> str:
         f"| AURC x1000, max-softmax confidence | {m['aurc_softmax']:.2f} |",
         f"| spikes per image | {m.get('spikes_per_image', 0.0):.1f} |",
     ]
-    # The paper's numbers for this loss (configs store them per loss, spec section 11).
+    # The paper's numbers for this loss (configs store them per loss, docs/method.md §11).
     paper = (run.get("paper") or {}).get(run.get("loss")) or {}
     if paper.get("top1") is not None:
         lines.append(f"| paper top-1 (%) | {paper['top1']} |")
