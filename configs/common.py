@@ -51,6 +51,10 @@ def base_config(
     c.data.num_workers = 0  # grain worker processes (0: threads in this process)
     c.data.max_train_examples = placeholder(int)  # None: the whole split
     c.data.max_eval_examples = placeholder(int)
+    # Examples of the training split held out as split 'validation' (a fixed per-class subset,
+    # excluded from training; the anytime exit rule is calibrated there). None: no validation.
+    c.data.validation_size = placeholder(int)
+    c.data.validation_seed = 0
 
     c.model = ml_collections.ConfigDict()
     c.model.name = model

@@ -1,6 +1,7 @@
 """Evaluates the latest checkpoint of a run at any number of time steps and writes its report.
 
     python -m tks_jax.evaluate --workdir runs/mnist_default [--num_steps 1] [--split test]
+        [--anytime max_drop=0.005]
 
 Prints the markdown table; files go to ``DIR/report/`` (training T, default split) or
 ``DIR/report/<split>_T<K>/``. Reads the run without its lock, so it may run while the run
@@ -15,6 +16,9 @@ from absl import app, flags
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by train.py.")
 _NUM_STEPS = flags.DEFINE_integer("num_steps", None, "T at test time (default: training T).")
 _SPLIT = flags.DEFINE_string("split", None, "Data split (default: the config's eval split).")
+_ANYTIME = flags.DEFINE_string(
+    "anytime", None, "Add the anytime exit rule, calibrated on the validation split: "
+    "'max_drop=0.005[,confidence=softmax|logit|margin][,e_ac_pj=0.9][,e_mac_pj=4.6]'.")
 
 
 def main(argv) -> int:
@@ -30,6 +34,11 @@ def main(argv) -> int:
     try:
         rep = evaluate_run.evaluate_workdir(_WORKDIR.value, num_steps=_NUM_STEPS.value,
                                             split=_SPLIT.value)
+        if _ANYTIME.value is not None:
+            from tks_jax import anytime_eval
+
+            rep = anytime_eval.add_to_report(_WORKDIR.value, rep, _ANYTIME.value,
+                                             num_steps=_NUM_STEPS.value)
     except errors.TrainingError as e:
         return cli.fail(e)
     except FileNotFoundError as e:
