@@ -2,8 +2,8 @@
 
 ``nn.remat`` of a conv-norm-LIF unit stores only the unit's input, but its backward pass still
 materialises the whole ``[T*B, H, W, C]`` conv output, normalised currents, membranes and their
-gradients at once: at T = 32 the largest VGG-SNN unit keeps about five 0.6 GB arrays alive.
-Here the unit runs over chunks of ``Tc`` steps (``lax.scan``), so only one chunk of those is
+gradients at once: at large T the largest VGG-SNN unit keeps five ``[T*B, H, W, C]`` arrays
+alive. Here the unit runs over chunks of ``Tc`` steps (``lax.scan``), so only one chunk of those is
 alive at a time. BatchNorm's statistics over the whole ``T*B`` batch are why it takes several
 passes (same maths as ``Norm`` + ``LIF`` on the whole batch; ``docs/method.md`` §1 and §6):
 

@@ -56,7 +56,7 @@ def input_tiles(x: Array) -> tuple[list[Array], tuple[int, int, int]]:
     """``V = B^T d B`` for every 4x4 tile of the zero-padded input: 16 arrays ``[n*P*Q, C]``.
 
     Kept as 16 separate arrays: stacking them into one ``[16, ...]`` array makes XLA:CPU emit
-    a concatenate fusion 5-10x slower than the transform itself (measured, 16x32x32x128).
+    a concatenate fusion much slower than the transform itself.
     """
     n, h, w, c = x.shape
     p, q = -(-h // 2), -(-w // 2)
@@ -106,7 +106,7 @@ def _gt_1d(d0, d1, d2, d3):
 
 
 def weight_tiles(w: Array) -> list[Array]:
-    """``U = G w G^T``: 16 arrays ``[Cin, Cout]`` (additions; an einsum with G runs 10x
+    """``U = G w G^T``: 16 arrays ``[Cin, Cout]`` (additions; an einsum with G runs
     slower on XLA:CPU)."""
     tiles = []
     for r in _g_1d(w[0], w[1], w[2]):  # each [3, Cin, Cout]
