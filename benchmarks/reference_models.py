@@ -49,21 +49,19 @@ class _ConvBN(nn.Module):
 def _lif(x: jax.Array, num_steps: int, impl: str = "fast", unroll: int = 1) -> jax.Array:
     """LIF on a folded ``[T*B, ...]`` array; returns the folded spikes.
 
-    ``impl``: "fast" is ``tks_jax.spiking.lif`` (custom VJP over the whole scan); "autodiff"
-    is its straightforward per-step scan differentiated by JAX.
+    ``impl``: "fast" is ``tks_jax.spiking.lif`` (backend "custom_vjp": one custom VJP over the
+    whole scan); "autodiff" is its backend "scan" (the per-step scan differentiated by JAX).
     """
     seq = x.reshape((num_steps, -1) + x.shape[1:])
     if impl == "autodiff":
-        spikes, _ = spiking._lif_autodiff(
-            seq, 2.0, 0.5, spiking.get_surrogate("qgate"), True, 1, False
-        )
+        spikes = spiking.lif(seq, tau=2.0, v_threshold=0.5, backend="scan")
     else:
         spikes = spiking.lif(seq, tau=2.0, v_threshold=0.5, unroll=unroll)
     return _fold(spikes)
 
 
 class VGGSNN(nn.Module):
-    """VGG-SNN (spec section 7) on event input ``[T, B, 48, 48, 2]``."""
+    """VGG-SNN (``docs/method.md`` §7) on event input ``[T, B, 48, 48, 2]``."""
 
     width: float = 1.0
     num_classes: int = arch.NUM_CLASSES
@@ -92,7 +90,7 @@ class VGGSNN(nn.Module):
 
 
 class ResNet19(nn.Module):
-    """ResNet-19 with tdBN (spec section 7) on static input ``[B, 32, 32, 3]``."""
+    """ResNet-19 with tdBN (``docs/method.md`` §7) on static input ``[B, 32, 32, 3]``."""
 
     width: float = 1.0
     num_classes: int = arch.NUM_CLASSES

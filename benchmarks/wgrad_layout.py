@@ -3,7 +3,7 @@
 Not a test. For one 3x3 stride-1 layer shape, times ``dW = im2col(x)^T @ dy`` as
 - ``rm<MB>``: row-major ``[N*H*W, 9*Cin]`` contracted on its first axis (the prototype in
   ``benchmarks/fast_conv.py``), chunks of <MB> MB;
-- ``cm<MB>``: channel-major ``[9*Cin, N*H*W] @ [N*H*W, Cout]`` (``tks_jax.models.layers``),
+- ``cm<MB>``: channel-major ``[9*Cin, N*H*W] @ [N*H*W, Cout]`` (``tks_jax.models.kernels``),
 - ``gemm``: a plain GEMM of the same shape and FLOPs from ready-made operands (the ceiling),
 checks each against lax's weight gradient, and prints GFLOP/s (median of alternated repeats).
 
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import fast_conv
-from tks_jax.models import layers
+from tks_jax.models import kernels
 
 PAD = ((1, 1), (1, 1))
 
@@ -34,12 +34,9 @@ def _rm(x, g, chunk_mb):
 
 
 def _cm(x, g, chunk_mb):
-    saved = layers._WGRAD_CHUNK_BYTES
-    layers._WGRAD_CHUNK_BYTES = chunk_mb * 2**20  # read at trace time
-    try:
-        return layers._im2col_weight_grad(x, g, (3, 3, x.shape[-1], g.shape[-1]), (1, 1), PAD)
-    finally:
-        layers._WGRAD_CHUNK_BYTES = saved
+    return kernels.im2col_weight_grad(
+        x, g, (3, 3, x.shape[-1], g.shape[-1]), (1, 1), PAD, chunk_bytes=chunk_mb * 2**20
+    )
 
 
 def _lax(x, g):

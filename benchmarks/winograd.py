@@ -5,7 +5,7 @@ elementwise products per channel pair instead of 36 (Lavin & Gray 2016): the inp
 transforms are additions, the products over channels become 16 GEMMs
 ``[M, Cin] @ [Cin, Cout]`` (M = number of tiles), which is where XLA:CPU is fastest. This
 microbenchmark times forward, input gradient and weight gradient of one layer for the
-formulation in ``tks_jax/models/winograd.py`` (chunked over the batch) and for lax.
+formulation in ``tks_jax/models/kernels/winograd.py`` (chunked over the batch) and for lax.
 
 Usage::
 
@@ -18,16 +18,16 @@ import argparse
 import json
 
 from benchmarks import conv_backward
-from tks_jax.models import layers, winograd
+from tks_jax.models import kernels
 
 
 def conv_gemm_wgrad(x, w):
     """The current default path: lax forward / input grad, im2col GEMM weight gradient."""
-    return layers._conv_nhwc(x, w, (1, 1), ((1, 1), (1, 1)))
+    return kernels.conv_gemm_weight_grad(x, w, (1, 1), ((1, 1), (1, 1)))
 
 
 def conv_winograd(x, w):
-    return winograd.conv3x3(x, w)
+    return kernels.conv3x3(x, w)
 
 
 IMPLS = {"lax": conv_backward.conv_lax, "gemm_wgrad": conv_gemm_wgrad, "winograd": conv_winograd}

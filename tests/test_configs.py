@@ -157,13 +157,16 @@ def test_eval_steps_beyond_tebn_limit():
         config_lib.check_num_steps_supported(4, 6, "eval_num_steps")
 
 
-def test_config_conv_choices_are_the_models():
-    from tks_jax.models import layers
+def test_config_accepts_every_conv_algorithm_and_refuses_others():
+    from tks_jax.models import kernels
 
-    assert config_lib.CONV_ALGORITHMS == layers.CONV_ALGORITHMS
-    for algorithm in layers.CONV_ALGORITHMS:
+    for algorithm in kernels.CONV_ALGORITHMS:
         c = _get("cifar10_resnet19")
         c.model.conv = algorithm
+        config_lib.validate_config(c)
+    c = _get("cifar10_resnet19")
+    c.model.conv = "fft"
+    with pytest.raises(ValueError, match="model.conv"):
         config_lib.validate_config(c)
 
 

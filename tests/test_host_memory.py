@@ -47,28 +47,3 @@ def test_release_freed_memory_shrinks_resident_heap():
 def test_release_freed_memory_is_a_no_op_off_linux(monkeypatch):
     monkeypatch.setattr(sys, "platform", "darwin")
     assert host_memory.release_freed_memory() is False
-
-
-def test_compiled_on_first_call_falls_back_to_jit_for_other_shapes(monkeypatch):
-    # train.py's step wrapper: compiled ahead once (the heap released after it), then other
-    # argument shapes go to jit instead of failing.
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from tks_jax.training import loop
-
-    trims = []
-    monkeypatch.setattr(host_memory, "release_freed_memory", lambda: trims.append(1) or True)
-    step = loop.CompiledOnFirstCall(jax.jit(lambda a, b: (a * b).sum(axis=0)))
-    a = jnp.arange(6.0).reshape(3, 2)
-    np.testing.assert_allclose(step(a, 2.0), [12.0, 18.0])
-    assert trims == [1] and step.compiled is not step.jitted  # the AOT executable
-    assert step.num_compilations() == 1
-    np.testing.assert_allclose(step(a, 3.0), [18.0, 27.0])  # same signature: same executable
-    assert step.compiled is not step.jitted
-    b = jnp.ones((4, 5))
-    np.testing.assert_allclose(step(b, 1.0), np.full(5, 4.0))  # other shape: jit
-    assert step.compiled is step.jitted and trims == [1]
-    assert step.num_compilations() == 2
-    np.testing.assert_allclose(step(a, 1.0), [6.0, 9.0])

@@ -55,7 +55,7 @@ def _param_count(model, input_shape, num_steps=1) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Reference parameter counts, written from the layer lists of spec section 7 (PyTorch
+# Reference parameter counts, written from the layer lists of docs/method.md §7 (PyTorch
 # conventions: conv without bias = cin*cout*k*k, BN with affine = 2*c, FC with bias).
 # --------------------------------------------------------------------------------------------
 
@@ -399,7 +399,7 @@ def test_tdbn_scale_init():
     p = _init(model, jnp.zeros((1, 8, 8, 3)), 1)["params"]
     v_th = 0.5
     # a = 1 for a block's first norm and the stem, 1/sqrt(2) before the residual addition and
-    # on the shortcut (spec section 6).
+    # on the shortcut (docs/method.md §6).
     np.testing.assert_allclose(p["stem"]["norm"]["bn"]["scale"], v_th)
     np.testing.assert_allclose(p["layer1_0"]["unit1"]["norm"]["bn"]["scale"], v_th)
     np.testing.assert_allclose(p["layer1_0"]["norm2"]["bn"]["scale"], v_th / math.sqrt(2))
@@ -466,7 +466,7 @@ def test_lif_layer_and_spike_summary():
     lif = layers.LIF(tau=2.0, v_threshold=0.5)
     spikes, state = lif.apply({}, x, mutable=["intermediates"])
     np.testing.assert_array_equal(spikes, spiking.lif(x, tau=2.0, v_threshold=0.5))
-    # NumPy LIF (spec section 1) for the expected statistics.
+    # NumPy LIF (docs/method.md §1) for the expected statistics.
     u = np.zeros(x.shape[1:])
     ref = []
     for t in range(x.shape[0]):
@@ -481,6 +481,12 @@ def test_lif_layer_and_spike_summary():
     assert summary["block"]["rate"] == pytest.approx(ref.mean())
     assert summary["block"]["spikes_per_image"] == pytest.approx(ref.sum() / 3)
     assert summary["block"]["neurons"] == 10
+    # Both LIF backends give the NumPy spikes; an unknown one is refused.
+    for backend in ("scan", "custom_vjp"):
+        out = layers.LIF(backend=backend).apply({}, x)
+        np.testing.assert_array_equal(out, ref)
+    with pytest.raises(ValueError, match="Unknown LIF backend 'fast'"):
+        layers.LIF(backend="fast").apply({}, x)
 
 
 def test_model_spike_summary_lists_every_lif_layer(tiny):

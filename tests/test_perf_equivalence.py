@@ -1,10 +1,12 @@
-"""The fast paths of the performance work equal the straightforward ones (issue 6).
+"""The fast paths of the performance work equal the straightforward ones.
 
-- ``spiking.lif`` (one custom VJP over the whole scan) vs ``spiking._lif_autodiff`` (the
-  per-step scan differentiated by JAX), and vs a NumPy BPTT written here.
-- ``models.layers`` convolution with the GEMM weight gradient vs ``lax.conv_general_dilated``.
-- ``models.winograd.conv3x3`` (Winograd F(2x2, 3x3)) vs lax and vs NumPy, and the model
-  option ``conv`` that selects it.
+- ``spiking.lif(backend='custom_vjp')`` (one custom VJP over the whole scan) vs
+  ``backend='scan'`` (the per-step scan differentiated by JAX), and vs a NumPy BPTT written here.
+- ``models.kernels.conv`` convolution with the GEMM weight gradient vs
+  ``lax.conv_general_dilated`` (float32 and float64).
+- ``models.kernels.winograd.conv3x3`` (Winograd F(2x2, 3x3)) vs lax and vs NumPy, and the
+  model option ``conv`` that selects it.
+- ``models.kernels.conv_norm_lif`` (the chunked unit) vs the whole-batch unit.
 
 Small shapes, fixed seeds, no timings.
 """
@@ -17,6 +19,8 @@ import numpy as np
 import pytest
 
 from tks_jax import spiking
+from tks_jax.models import base, kernels
+from tks_jax.models.kernels import conv_norm_lif, winograd
 
 SURROGATES = ["qgate", "sigmoid", "atan", "rectangle", "triangle"]
 
@@ -24,6 +28,13 @@ SURROGATES = ["qgate", "sigmoid", "atan", "rectangle", "triangle"]
 def _currents(shape, seed=0, dtype=np.float32):
     # Mean 0.6, spread 0.8 around the threshold 0.5: spikes, resets and surrogate slopes.
     return jnp.asarray(np.random.default_rng(seed).normal(0.6, 0.8, size=shape).astype(dtype))
+
+
+def _scan_lif(x, surrogate, detach_reset):
+    """``(spikes, membranes)`` of the 'scan' backend: autodiff of the per-step scan."""
+    return spiking.lif(
+        x, surrogate=surrogate, detach_reset=detach_reset, return_membrane=True, backend="scan"
+    )
 
 
 def _loss(lif_fn, weights, with_membrane):
@@ -52,7 +63,7 @@ def test_lif_fast_path_matches_autodiff(surrogate, detach_reset, return_membrane
         return out if return_membrane else (out,)
 
     def slow(x):
-        s, m = spiking._lif_autodiff(x, 2.0, 0.5, sur, detach_reset, 1, False)
+        s, m = _scan_lif(x, sur, detach_reset)
         return (s, m) if return_membrane else (s,)
 
     for a, b in zip(jax.jit(fast)(x), jax.jit(slow)(x), strict=True):
@@ -61,6 +72,22 @@ def test_lif_fast_path_matches_autodiff(surrogate, detach_reset, return_membrane
     g_slow = jax.jit(jax.grad(_loss(slow, w, return_membrane)))(x)
     assert float(jnp.max(jnp.abs(g_slow))) > 0.1  # the gradient is not trivially zero
     np.testing.assert_allclose(np.asarray(g_fast), np.asarray(g_slow), rtol=1e-5, atol=1e-6)
+
+
+def test_lif_backend_option():
+    x = _currents((4, 3), seed=8)
+
+    def top_level(**kw):  # the outermost primitives: one custom VJP, or the scan itself
+        jaxpr = jax.make_jaxpr(lambda c: spiking.lif(c, **kw))(x).jaxpr
+        return {e.primitive.name for e in jaxpr.eqns}
+
+    assert "scan" not in top_level() and "scan" not in top_level(backend="custom_vjp")
+    assert "scan" in top_level(backend="scan")
+    np.testing.assert_array_equal(spiking.lif(x, backend="scan"), spiking.lif(x))
+    with pytest.raises(ValueError, match="Unknown LIF backend 'fused'"):
+        spiking.lif(x, backend="fused")
+    with pytest.raises(ValueError, match="'custom_vjp' needs Python-number tau"):
+        jax.grad(lambda tau: jnp.sum(spiking.lif(x, tau=tau, backend="custom_vjp")))(2.0)
 
 
 def _numpy_lif_bptt(x, g_spikes, tau=2.0, vth=0.5, alpha=2.0):
@@ -103,7 +130,7 @@ def test_lif_fast_path_unroll_and_vmap(unroll):
         return jnp.sum(spiking.lif(x, unroll=unroll) ** 2 * jnp.arange(x.size).reshape(x.shape))
 
     def slow(x):
-        s, _ = spiking._lif_autodiff(x, 2.0, 0.5, sur, True, 1, False)
+        s, _ = _scan_lif(x, sur, True)
         return jnp.sum(s**2 * jnp.arange(x.size).reshape(x.shape))
 
     np.testing.assert_allclose(jax.grad(fast)(x), jax.grad(slow)(x), rtol=1e-5, atol=1e-6)
@@ -116,14 +143,13 @@ def test_lif_fast_path_bfloat16_forward_matches():
     x = _currents((4, 16), seed=6).astype(jnp.bfloat16)
     sur = spiking.get_surrogate("qgate")
     fast = spiking.lif(x, return_membrane=True)
-    slow = spiking._lif_autodiff(x, 2.0, 0.5, sur, True, 1, False)
+    slow = _scan_lif(x, sur, True)
     for a, b in zip(fast, slow, strict=True):
         assert a.dtype == jnp.bfloat16
         np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
     g_fast = jax.grad(lambda c: jnp.sum(spiking.lif(c).astype(jnp.float32)))(x)
     g_slow = jax.grad(
-        lambda c: jnp.sum(spiking._lif_autodiff(c, 2.0, 0.5, sur, True, 1, False)[0]
-                          .astype(jnp.float32))
+        lambda c: jnp.sum(_scan_lif(c, sur, True)[0].astype(jnp.float32))
     )(x)
     assert g_fast.dtype == jnp.bfloat16
     np.testing.assert_allclose(
@@ -136,6 +162,10 @@ def test_lif_traced_tau_takes_the_autodiff_path():
     x = _currents((4, 6), seed=7)
     g = jax.grad(lambda tau: jnp.sum(spiking.lif(x, tau=tau, return_membrane=True)[1]))(2.0)
     assert np.isfinite(float(g)) and float(g) != 0.0
+    g_scan = jax.grad(
+        lambda tau: jnp.sum(spiking.lif(x, tau=tau, return_membrane=True, backend="scan")[1])
+    )(2.0)
+    assert float(g_scan) == float(g)
 
 
 # --------------------------------------------------------------------------------------------
@@ -154,10 +184,9 @@ def _lax_conv(x, w, strides, padding):
     [(3, 1, 6, None), (3, 2, 7, None), (1, 2, 6, None), (3, 1, 5, 1), (3, 1, 6, 4000)],
 )
 def test_conv_gemm_weight_grad_matches_lax(monkeypatch, kernel, stride, hw, chunk_bytes):
-    from tks_jax.models import layers
 
-    if chunk_bytes is not None:  # force the chunked scan over the batch (1 or a few samples)
-        monkeypatch.setattr(layers, "_WGRAD_CHUNK_BYTES", chunk_bytes)
+    # chunk_bytes: force the chunked scan over the batch (1 or a few samples)
+    budget = {} if chunk_bytes is None else {"wgrad_chunk_bytes": chunk_bytes}
     rng = np.random.default_rng(10)
     x = jnp.asarray(rng.normal(size=(4, hw, hw, 3)).astype(np.float32))
     w = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 5)).astype(np.float32))
@@ -166,7 +195,9 @@ def test_conv_gemm_weight_grad_matches_lax(monkeypatch, kernel, stride, hw, chun
     dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
 
     def fast(x, w):
-        return layers._conv_general_dilated(x, w, (stride, stride), padding, None, None, dn)
+        return kernels.conv_general_dilated(
+            x, w, (stride, stride), padding, None, None, dn, **budget
+        )
 
     ref_out = _lax_conv(x, w, (stride, stride), padding)
     out = jax.jit(fast)(x, w)
@@ -180,7 +211,6 @@ def test_conv_gemm_weight_grad_matches_lax(monkeypatch, kernel, stride, hw, chun
 
 def test_conv_weight_grad_against_numpy():
     # dW[i, j, c, o] = sum_{n, h, w} xpad[n, h + i, w + j, c] * g[n, h, w, o], written out.
-    from tks_jax.models import layers
 
     rng = np.random.default_rng(11)
     x = rng.normal(size=(2, 4, 4, 2))
@@ -193,13 +223,36 @@ def test_conv_weight_grad_against_numpy():
     dn = jax.lax.conv_dimension_numbers((2, 4, 4, 2), (3, 3, 2, 3), ("NHWC", "HWIO", "NHWC"))
     w = jnp.zeros((3, 3, 2, 3), jnp.float32)
     _, vjp = jax.vjp(
-        lambda w: layers._conv_general_dilated(
+        lambda w: kernels.conv_general_dilated(
             jnp.asarray(x, jnp.float32), w, (1, 1), ((1, 1), (1, 1)), None, None, dn
         ),
         w,
     )
     (dw,) = vjp(jnp.asarray(g, jnp.float32))
     np.testing.assert_allclose(np.asarray(dw), dw_np, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "algorithm,kernel,stride", [("direct", 3, 1), ("direct", 3, 2), ("winograd", 3, 1)]
+)
+def test_conv_weight_grad_float64_matches_lax(algorithm, kernel, stride):
+    # With float64 operands the weight gradient (im2col GEMM or Winograd) accumulates in
+    # float64: it matches lax's to float64 rounding, far below float32's ~1e-8 relative.
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(17)
+        x = jnp.asarray(rng.normal(size=(3, 7, 6, 5)), jnp.float64)
+        w = jnp.asarray(rng.normal(size=(kernel, kernel, 5, 4)), jnp.float64)
+        pad = ((1, 1), (1, 1))
+        dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+        conv = kernels.conv_function(algorithm)
+        out, vjp = jax.vjp(lambda x, w: conv(x, w, (stride, stride), pad, None, None, dn), x, w)
+        ref, ref_vjp = jax.vjp(lambda x, w: _lax_conv(x, w, (stride, stride), pad), x, w)
+        cot = jnp.asarray(rng.normal(size=ref.shape), jnp.float64)
+        (gx, gw), (gx_ref, gw_ref) = vjp(cot), ref_vjp(cot)
+        assert gw.dtype == jnp.float64 and out.dtype == jnp.float64
+        for a, r in ((out, ref), (gx, gx_ref), (gw, gw_ref)):
+            err = float(jnp.max(jnp.abs(a - r)) / jnp.max(jnp.abs(r)))
+            assert err < 1e-12, err
 
 
 def test_conv_module_gradients_match_plain_flax_conv():
@@ -263,17 +316,15 @@ def _vgg_loss_and_grads(x, y, **options):
     ],
 )
 def test_model_remat_chunked_units_match_whole_batch(monkeypatch, norm, chunk_bytes, chunked_units):
-    # remat=True trains each conv-norm-LIF unit a few steps at a time (models/chunked.py) when
+    # remat=True trains each conv-norm-LIF unit a few steps at a time (kernels.conv_norm_lif) when
     # its output spans several chunks, else rematerialises it whole (nn.remat): same parameter
     # tree and initial values, same loss, running statistics and gradients as remat=False.
-    from tks_jax.models import chunked
-
     if chunk_bytes is not None:
-        monkeypatch.setattr(chunked, "CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(base, "UNIT_CHUNK_BYTES", chunk_bytes)
     calls = []
-    original = chunked.conv_norm_lif
+    original = conv_norm_lif.conv_norm_lif
     monkeypatch.setattr(
-        chunked, "conv_norm_lif", lambda *a, **k: calls.append(1) or original(*a, **k)
+        conv_norm_lif, "conv_norm_lif", lambda *a, **k: calls.append(1) or original(*a, **k)
     )
     rng = np.random.default_rng(13)
     x = jnp.asarray(rng.poisson(0.5, (2, 2, 16, 16, 2)).astype(np.float32))
@@ -299,7 +350,6 @@ def test_model_remat_chunked_units_match_whole_batch(monkeypatch, norm, chunk_by
 def test_chunked_unit_against_whole_batch_reference():
     # The pure function, several chunk sizes, TEBN scales, with and without detached reset,
     # against BatchNorm statistics + spiking.lif on the whole batch written out here.
-    from tks_jax.models import chunked
 
     sur = spiking.get_surrogate("qgate", 2.0)
     rng = np.random.default_rng(14)
@@ -324,7 +374,7 @@ def test_chunked_unit_against_whole_batch_reference():
     # (TEBN scales, detach_reset, steps per chunk): each option and chunk size at least once
     for step_scale, detach, tc in [(None, True, 1), (p, True, 2), (None, False, 3), (p, False, 6)]:
         def fast(x, k, scale, bias, step_scale, detach=detach, tc=tc):
-            return chunked.conv_norm_lif(
+            return conv_norm_lif.conv_norm_lif(
                 x, k, scale, bias, step_scale, strides=1, padding=1,
                 algorithm="direct", epsilon=1e-5, tau=2.0, v_threshold=0.5,
                 surrogate=sur, detach_reset=detach, steps_per_chunk=tc,
@@ -346,7 +396,7 @@ def test_chunked_unit_against_whole_batch_reference():
         for a, r in zip(*grads, strict=True):
             np.testing.assert_allclose(np.asarray(a), np.asarray(r), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="steps_per_chunk=4 does not divide T=6"):
-        chunked.conv_norm_lif(
+        conv_norm_lif.conv_norm_lif(
             x, k, scale, bias, None, strides=1, padding=1, algorithm="direct", epsilon=1e-5,
             tau=2.0, v_threshold=0.5, surrogate=sur, detach_reset=True, steps_per_chunk=4,
         )
@@ -358,7 +408,6 @@ def test_chunked_unit_against_whole_batch_reference():
 def test_winograd_matrices_compute_a_1d_correlation():
     # F(2, 3) in 1-D: A^T [(G g) * (B^T d)] = [sum_i d[i] g[i], sum_i d[i+1] g[i]] for any
     # 4-sample d and 3-tap g (Lavin & Gray, eq. 5-7): checks the three constant matrices.
-    from tks_jax.models import winograd
 
     rng = np.random.default_rng(20)
     for _ in range(5):
@@ -369,22 +418,21 @@ def test_winograd_matrices_compute_a_1d_correlation():
 
 def test_winograd_additions_equal_the_matrix_transforms():
     # The tile transforms written as additions equal B^T d B, G w G^T and A g A^T.
-    from tks_jax.models import winograd as wg
-
+    wg = winograd
     rng = np.random.default_rng(21)
     x = rng.normal(size=(1, 2, 2, 1)).astype(np.float32)  # one tile after padding: 4x4
-    v, _ = wg._input_tiles(jnp.asarray(x))
+    v, _ = wg.input_tiles(jnp.asarray(x))
     d = np.pad(x[0, :, :, 0], 1)
     np.testing.assert_allclose(
         np.stack([t[0, 0] for t in v]).reshape(4, 4), wg.BT @ d @ wg.BT.T, atol=1e-6
     )
     w = rng.normal(size=(3, 3, 1, 1)).astype(np.float32)
-    u = wg._weight_tiles(jnp.asarray(w))
+    u = wg.weight_tiles(jnp.asarray(w))
     np.testing.assert_allclose(
         np.stack([t[0, 0] for t in u]).reshape(4, 4), wg.G @ w[:, :, 0, 0] @ wg.G.T, atol=1e-6
     )
     gy = rng.normal(size=(1, 2, 2, 1)).astype(np.float32)
-    gt = wg._grad_tiles(jnp.asarray(gy))
+    gt = wg.grad_tiles(jnp.asarray(gy))
     np.testing.assert_allclose(
         np.stack([t[0, 0] for t in gt]).reshape(4, 4),
         wg.AT.T @ gy[0, :, :, 0] @ wg.AT,
@@ -394,7 +442,6 @@ def test_winograd_additions_equal_the_matrix_transforms():
 
 def test_winograd_conv_against_numpy():
     # y[n, h, w, o] = sum_{i, j, c} xpad[n, h + i, w + j, c] * w[i, j, c, o], written out.
-    from tks_jax.models import winograd
 
     rng = np.random.default_rng(22)
     x = rng.normal(size=(2, 5, 4, 3))
@@ -416,16 +463,13 @@ def test_winograd_conv_against_numpy():
 def test_winograd_conv_and_gradients_match_lax(monkeypatch, n, h, w, chunk_bytes):
     # Even and odd sizes (odd ones are padded to whole tiles and cropped), a 1x1 image, and
     # the chunked paths over the batch (one sample per chunk / a few).
-    from tks_jax.models import winograd
-
-    if chunk_bytes is not None:
-        monkeypatch.setattr(winograd, "CHUNK_BYTES", chunk_bytes)
+    budget = {} if chunk_bytes is None else {"chunk_bytes": chunk_bytes}
     rng = np.random.default_rng(23)
     x = jnp.asarray(rng.normal(size=(n, h, w, 5)).astype(np.float32))
     k = jnp.asarray(rng.normal(size=(3, 3, 5, 4)).astype(np.float32))
     pad = ((1, 1), (1, 1))
     ref, ref_vjp = jax.vjp(lambda x, k: _lax_conv(x, k, (1, 1), pad), x, k)
-    out, vjp = jax.vjp(jax.jit(winograd.conv3x3), x, k)
+    out, vjp = jax.vjp(jax.jit(lambda x, k: winograd.conv3x3(x, k, **budget)), x, k)
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-5)
     cot = jnp.asarray(rng.normal(size=ref.shape).astype(np.float32))
     for a, b in zip(vjp(cot), ref_vjp(cot), strict=True):
@@ -433,8 +477,6 @@ def test_winograd_conv_and_gradients_match_lax(monkeypatch, n, h, w, chunk_bytes
 
 
 def test_winograd_rejects_other_kernels():
-    from tks_jax.models import winograd
-
     with pytest.raises(ValueError, match=r"w \[3, 3, C, O\]"):
         winograd.conv3x3(jnp.zeros((1, 4, 4, 2)), jnp.zeros((5, 5, 2, 3)))
     with pytest.raises(ValueError, match="x \\[N, H, W, C\\]"):
@@ -460,17 +502,13 @@ def _uses_winograd(fn, *args) -> bool:
     ],
 )
 def test_conv_algorithm_dispatch(algorithm, kernel, stride, cin, expected):
-    from tks_jax.models import layers
-
     x = jnp.ones((2, 8, 8, cin))
     w = jnp.ones((kernel, kernel, cin, 16))
     pad = ((kernel // 2, kernel // 2),) * 2
     dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
 
     def conv(x, w):
-        return layers._conv_general_dilated(
-            x, w, (stride, stride), pad, None, None, dn, algorithm=algorithm
-        )
+        return kernels.conv_function(algorithm)(x, w, (stride, stride), pad, None, None, dn)
 
     assert _uses_winograd(conv, x, w) == expected
     np.testing.assert_allclose(
@@ -482,14 +520,15 @@ def test_conv_algorithm_dispatch(algorithm, kernel, stride, cin, expected):
 
 def test_conv_algorithm_bad_value():
     from tks_jax import models
-    from tks_jax.models import layers
 
     dn = jax.lax.conv_dimension_numbers((1, 4, 4, 2), (3, 3, 2, 2), ("NHWC", "HWIO", "NHWC"))
     with pytest.raises(ValueError, match="Unknown conv algorithm 'fft'"):
-        layers._conv_general_dilated(
+        kernels.conv_general_dilated(
             jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2)), (1, 1), ((1, 1), (1, 1)), None,
             None, dn, algorithm="fft",
         )
+    with pytest.raises(ValueError, match="Unknown conv algorithm 'fft'"):
+        kernels.conv_function("fft")
     with pytest.raises(ValueError, match="Unknown conv algorithm 'fft'.*auto"):
         models.get_model("resnet19", num_classes=10, conv="fft")
 
@@ -525,9 +564,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tks_jax import losses, models
-from tks_jax.models import chunked
+from tks_jax.models import base
 
-chunked.CHUNK_BYTES = 1  # every unit chunked, one step per chunk
+base.UNIT_CHUNK_BYTES = 1  # every unit chunked, one step per chunk
 rng = np.random.default_rng(15)
 x = jnp.asarray(rng.poisson(0.5, (2, 8, 16, 16, 2)).astype(np.float32))
 y = jnp.asarray(rng.integers(0, 4, 8))

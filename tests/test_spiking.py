@@ -1,4 +1,4 @@
-"""Tests of tks_jax.spiking against independent references (spec sections 1 and 2).
+"""Tests of tks_jax.spiking against independent references (docs/method.md §1 and §2).
 
 References written here, not taken from the code under test:
   * the surrogate derivatives as NumPy formulas;
@@ -52,7 +52,7 @@ SURROGATE_NAMES = sorted(DEFAULT_ALPHAS)
 
 
 def np_lif(currents, tau, v_threshold):
-    """NumPy loop of spec section 1; returns spikes and membranes after reset (float64)."""
+    """NumPy loop of docs/method.md §1; returns spikes and membranes after reset (float64)."""
     currents = np.asarray(currents, np.float64)
     u = np.zeros(currents.shape[1:])
     spikes, membranes = [], []
@@ -73,7 +73,7 @@ def ref_spike(x, name, alpha):
 
 
 def ref_lif_loop(currents, *, tau, v_threshold, name, alpha, detach_reset):
-    """Plain Python loop over time in JAX (spec section 1)."""
+    """Plain Python loop over time in JAX (docs/method.md §1)."""
     u = jnp.zeros(currents.shape[1:], currents.dtype)
     spikes, membranes = [], []
     for t in range(currents.shape[0]):

@@ -1,6 +1,6 @@
 """Spiking dynamics: a surrogate-gradient spike function and LIF neurons scanned over time.
 
-Spec: ``shared/spec/tks-method.md`` sections 1 (LIF, Eq. 1-2) and 2 (surrogate gradient).
+Method: ``docs/method.md`` §1 (LIF, Eq. 1-2) and §2 (surrogate gradient).
 
 Everything here is a pure function of arrays: the membrane potential is an explicit
 ``jax.lax.scan`` carry that starts at zero on every call, so no state survives between calls.
@@ -40,7 +40,7 @@ class Surrogate:
 
 @dataclasses.dataclass(frozen=True)
 class QGate(Surrogate):
-    """Piecewise quadratic spike (Bi-Real Net), the paper's surrogate (spec section 2).
+    """Piecewise quadratic spike (Bi-Real Net), the paper's surrogate (``docs/method.md`` §2).
 
     ``dS/dx = alpha - alpha**2 * |x|`` for ``|x| <= 1/alpha``, else 0: a triangle of peak
     ``alpha`` and area 1. ``alpha = 2`` is the authors' value.
@@ -153,7 +153,7 @@ _spike.defvjp(_spike_fwd, _spike_bwd)
 
 
 def spike(x: Array, surrogate: str | Surrogate = "qgate") -> Array:
-    """Heaviside step with a surrogate gradient (spec section 2).
+    """Heaviside step with a surrogate gradient (``docs/method.md`` §2).
 
     Forward: ``1`` where ``x > 0`` (strict), else ``0``, in the dtype of ``x``. Backward:
     ``surrogate.grad(x)`` times the incoming cotangent.
@@ -179,12 +179,48 @@ def spike(x: Array, surrogate: str | Surrogate = "qgate") -> Array:
 # --------------------------------------------------------------------------------------------
 
 
+# How ``lif`` computes its gradient (the ``backend`` argument):
+# - "custom_vjp": one hand-written backward over the whole scan (below); stores only the
+#   charged membrane. Needs Python-number ``tau`` and ``v_threshold``.
+# - "scan": the per-step ``lax.scan`` differentiated by JAX; any ``tau``/``v_threshold``
+#   (traced or learned ones too), with a per-step ``jax.checkpoint`` if ``remat``.
+# - "auto" (default): "custom_vjp" when ``tau`` and ``v_threshold`` are Python numbers, else
+#   "scan".
+# Both give the same spikes and the same gradients up to rounding.
+LIF_BACKENDS = ("auto", "custom_vjp", "scan")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float)
+
+
 def _check_lif_args(tau, v_threshold) -> None:
     # Only concrete Python numbers are checked; traced values are the caller's contract.
     if isinstance(tau, int | float) and not tau > 0:
         raise ValueError(f"LIF time constant tau must be > 0, got {tau}.")
     if isinstance(v_threshold, int | float) and not v_threshold > 0:
         raise ValueError(f"LIF threshold v_threshold must be > 0, got {v_threshold}.")
+
+
+def lif_backend(backend: str, tau, v_threshold) -> str:
+    """The LIF backend that ``lif`` runs: ``'custom_vjp'`` or ``'scan'`` (see ``LIF_BACKENDS``).
+
+    Raises:
+      ValueError: an unknown ``backend``, or ``'custom_vjp'`` with a ``tau`` or
+        ``v_threshold`` that is not a Python number.
+    """
+    if backend not in LIF_BACKENDS:
+        raise ValueError(f"Unknown LIF backend {backend!r}; choose one of {list(LIF_BACKENDS)}.")
+    numbers = _is_number(tau) and _is_number(v_threshold)
+    if backend == "auto":
+        return "custom_vjp" if numbers else "scan"
+    if backend == "custom_vjp" and not numbers:
+        raise ValueError(
+            "LIF backend 'custom_vjp' needs Python-number tau and v_threshold (they are static "
+            f"in its backward), got tau={tau!r}, v_threshold={v_threshold!r}; use "
+            "backend='scan' (or 'auto') for traced or learned values."
+        )
+    return backend
 
 
 def lif(
@@ -197,8 +233,9 @@ def lif(
     return_membrane: bool = False,
     unroll: int | bool = 1,
     remat: bool = False,
+    backend: str = "auto",
 ) -> Array | tuple[Array, Array]:
-    """Multi-step leaky integrate-and-fire neurons with hard reset (spec section 1, Eq. 1-2).
+    """Multi-step leaky integrate-and-fire neurons with hard reset (``docs/method.md`` §1).
 
     For t = 1..T, with ``u_0 = 0``::
 
@@ -219,15 +256,24 @@ def lif(
         ``v_seq``).
       unroll: passed to ``jax.lax.scan``.
       remat: rematerialise each step in the backward pass, trading compute for memory when
-        T is large. With Python-number ``tau`` and ``v_threshold`` every call already stores
-        only the charged membrane (one ``[T, ...]`` array) and recomputes spikes and surrogate
-        slopes in the backward; ``remat`` matters for traced ``tau``/``v_threshold`` (a
-        ``jax.checkpoint`` per step). To also drop the conv/norm activations, rematerialise
-        whole layers (the models' ``remat`` option).
+        T is large. The ``'custom_vjp'`` backend already stores only the charged membrane (one
+        ``[T, ...]`` array) and recomputes spikes and surrogate slopes in the backward;
+        ``remat`` matters for the ``'scan'`` backend (a ``jax.checkpoint`` per step). To also
+        drop the conv/norm activations, rematerialise whole layers (the models' ``remat``).
+      backend: how the gradient is computed, one of ``LIF_BACKENDS``: ``'custom_vjp'`` (a
+        hand-written backward over the whole scan; Python-number ``tau`` and
+        ``v_threshold`` only), ``'scan'`` (JAX autodiff of the per-step ``lax.scan``; any
+        ``tau``/``v_threshold``, e.g. learned ones) or ``'auto'`` (default: ``'custom_vjp'``
+        when both are Python numbers, else ``'scan'``). Same results up to rounding.
 
     Returns:
       Spikes ``[T, ...]`` in the dtype of ``currents``; with ``return_membrane`` a tuple
       ``(spikes, membranes)``.
+
+    Raises:
+      ValueError: bad shape, non-positive ``tau``/``v_threshold``, unknown ``backend`` or
+        ``'custom_vjp'`` with traced ``tau``/``v_threshold``.
+      TypeError: non-floating currents.
 
     References:
       Dong, Zhao, Zeng, "Temporal Knowledge Sharing enable Spiking Neural Network Learning from
@@ -242,10 +288,10 @@ def lif(
         raise TypeError(f"lif() needs floating-point currents, got dtype {currents.dtype}.")
     _check_lif_args(tau, v_threshold)
     surrogate = get_surrogate(surrogate)
-    if isinstance(tau, int | float) and isinstance(v_threshold, int | float):
-        # Fast path: one custom VJP for the whole scan (same maths, one saved [T, ...] array,
-        # spikes and slopes recomputed in the backward). It already stores no more than the
-        # per-step remat of the scan would (one membrane per step), so ``remat`` takes it too.
+    if lif_backend(backend, tau, v_threshold) == "custom_vjp":
+        # One custom VJP for the whole scan (same maths, one saved [T, ...] array, spikes and
+        # slopes recomputed in the backward). It already stores no more than the per-step
+        # remat of the scan would (one membrane per step), so ``remat`` takes it too.
         spikes, membranes = _lif_scan(
             currents, float(tau), float(v_threshold), surrogate, detach_reset,
             return_membrane, unroll,
@@ -268,10 +314,8 @@ def _lif_autodiff(
     unroll: int | bool,
     remat: bool,
 ) -> tuple[Array, Array]:
-    """The straightforward LIF: a per-step ``lax.scan`` differentiated by JAX (Eq. 1-2).
-
-    Used when ``tau`` or ``v_threshold`` is not a Python number (traced, for example), then
-    with a per-step ``jax.checkpoint`` if ``remat``; also the reference of the fast path in
+    """The ``'scan'`` backend: a per-step ``lax.scan`` differentiated by JAX (Eq. 1-2), with a
+    per-step ``jax.checkpoint`` if ``remat``; the reference of the ``'custom_vjp'`` backend in
     ``tests/test_perf_equivalence.py``.
     """
     dtype = currents.dtype
@@ -290,7 +334,7 @@ def _lif_autodiff(
 
 
 # --------------------------------------------------------------------------------------------
-# LIF with a hand-written backward over the whole scan (the path ``lif`` takes by default).
+# LIF with a hand-written backward over the whole scan (the ``'custom_vjp'`` backend).
 #
 # Autodiff of the per-step scan saves several [T, ...] arrays per layer (the spike function's
 # input, the reset mask, the membrane before and after reset) and runs a generic reverse loop.
@@ -307,9 +351,23 @@ def _lif_autodiff(
 # --------------------------------------------------------------------------------------------
 
 
-def _lif_forward(currents, tau, v_threshold, unroll, u0=None):
-    """Spikes and charged membranes ``[T, ...]`` from the membrane ``u0`` (default 0), and the
-    membrane after the last step (to continue in a later chunk of time)."""
+def lif_forward(
+    currents: Array, tau: float, v_threshold: float, unroll: int | bool = 1,
+    u0: Array | None = None,
+) -> tuple[Array, Array, Array]:
+    """The LIF forward without gradient rules (Eq. 1-2), for hand-written backward passes.
+
+    Args:
+      currents: ``[T, ...]``.
+      tau, v_threshold: Python numbers (or arrays) of ``lif``.
+      unroll: passed to ``jax.lax.scan``.
+      u0: membrane before the first step ``[...]`` (default 0), e.g. the one a previous chunk
+        of time left.
+
+    Returns:
+      ``(spikes [T, ...], charged membranes before reset [T, ...], membrane after the last
+      step [...])``.
+    """
     dtype = currents.dtype
     tau_, vth_ = jnp.asarray(tau, dtype), jnp.asarray(v_threshold, dtype)
 
@@ -325,32 +383,42 @@ def _lif_forward(currents, tau, v_threshold, unroll, u0=None):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5, 6))
 def _lif_scan(currents, tau, v_threshold, surrogate, detach_reset, with_membrane, unroll):
-    spikes, charged, _ = _lif_forward(currents, tau, v_threshold, unroll)
+    spikes, charged, _ = lif_forward(currents, tau, v_threshold, unroll)
     return spikes, (charged * (1 - spikes) if with_membrane else None)
 
 
 def _lif_scan_fwd(currents, tau, v_threshold, surrogate, detach_reset, with_membrane, unroll):
-    spikes, charged, _ = _lif_forward(currents, tau, v_threshold, unroll)
+    spikes, charged, _ = lif_forward(currents, tau, v_threshold, unroll)
     membranes = charged * (1 - spikes) if with_membrane else None
     return (spikes, membranes), charged
 
 
 def _lif_scan_bwd(tau, v_threshold, surrogate, detach_reset, with_membrane, unroll, charged, g):
     g_spikes, g_membranes = g
-    g_currents, _ = _lif_backward(
+    g_currents, _ = lif_backward(
         tau, v_threshold, surrogate, detach_reset, unroll, charged, g_spikes, g_membranes
     )
     return (g_currents,)
 
 
-def _lif_backward(
-    tau, v_threshold, surrogate, detach_reset, unroll, charged, g_spikes, g_membranes=None,
-    g_u_end=None,
-):
+def lif_backward(
+    tau: float, v_threshold: float, surrogate: Surrogate, detach_reset: bool,
+    unroll: int | bool, charged: Array, g_spikes: Array, g_membranes: Array | None = None,
+    g_u_end: Array | None = None,
+) -> tuple[Array, Array]:
     """The backward of Eq. 1-2 above over ``[T, ...]``: ``(g_currents, g_u0)``.
 
-    ``g_u_end`` is the cotangent of the membrane after the last step (from a later chunk of
-    time; default 0); ``g_u0`` that of the membrane before the first step.
+    Args:
+      tau, v_threshold, surrogate, detach_reset, unroll: as ``lif``.
+      charged: the charged membranes of ``lif_forward`` ``[T, ...]``.
+      g_spikes: cotangent of the spikes ``[T, ...]``.
+      g_membranes: cotangent of the membranes after reset ``[T, ...]``, or None.
+      g_u_end: cotangent of the membrane after the last step (from a later chunk of time;
+        default 0).
+
+    Returns:
+      ``(g_currents [T, ...], g_u0 [...])``, ``g_u0`` the cotangent of the membrane before the
+      first step.
     """
     dtype = charged.dtype
     tau_, vth_ = jnp.asarray(tau, dtype), jnp.asarray(v_threshold, dtype)

@@ -1,6 +1,6 @@
 """Spiking model zoo: VGG-SNN, ResNet-19, SEW-ResNet-18/19/34/50 with tdBN, TEBN or BN.
 
-Spec: ``shared/spec/tks-method.md`` sections 6-7. Usage::
+Method: ``docs/method.md`` §6-7. Usage::
 
     model = get_model("resnet19", num_classes=10)
     variables = model.init(rng, x, num_steps=4, train=False)   # {'params', 'batch_stats'}
@@ -24,40 +24,45 @@ import jax.numpy as jnp
 import numpy as np
 
 from tks_jax import spiking
-from tks_jax.models import layers
+from tks_jax.models import kernels, layers
 from tks_jax.models.base import SpikingConfig, SpikingNet
 from tks_jax.models.layers import LIF, NORMS, Norm
 from tks_jax.models.resnet import ResNet19
 from tks_jax.models.sew_resnet import CONNECTS, SEWResNet
 from tks_jax.models.vgg_snn import VGGSNN
 
-# name -> (constructor, default norm). Defaults: ResNet-19 uses tdBN (spec section 6, "TKS"
-# rows); VGG-SNN tdBN (the spec's normalisation for the paper's models); SEW-ResNets plain BN
-# (as in SpikingJelly / the SEW paper).
-MODELS: dict[str, Callable[..., SpikingNet]] = {
-    "vgg_snn": VGGSNN,
-    "resnet19": ResNet19,
-    "sew_resnet18": functools.partial(SEWResNet, stage_sizes=(2, 2, 2, 2), block="basic"),
-    "sew_resnet19": functools.partial(
-        SEWResNet,
-        stage_sizes=(3, 3, 2),
-        block="basic",
-        stem="cifar",
-        stage_widths=(128, 256, 512),
-        hidden=256,
+# The zoo, written once: name -> (constructor, default norm). Defaults: ResNet-19 uses tdBN
+# (docs/method.md §6, "TKS" rows); VGG-SNN tdBN (the method's normalisation for the paper's
+# models); SEW-ResNets plain BN (as in SpikingJelly / the SEW paper).
+_ZOO: dict[str, tuple[Callable[..., SpikingNet], str]] = {
+    "vgg_snn": (VGGSNN, "tdbn"),
+    "resnet19": (ResNet19, "tdbn"),
+    "sew_resnet18": (
+        functools.partial(SEWResNet, stage_sizes=(2, 2, 2, 2), block="basic"), "bn"
     ),
-    "sew_resnet34": functools.partial(SEWResNet, stage_sizes=(3, 4, 6, 3), block="basic"),
-    "sew_resnet50": functools.partial(SEWResNet, stage_sizes=(3, 4, 6, 3), block="bottleneck"),
+    "sew_resnet19": (
+        functools.partial(
+            SEWResNet,
+            stage_sizes=(3, 3, 2),
+            block="basic",
+            stem="cifar",
+            stage_widths=(128, 256, 512),
+            hidden=256,
+        ),
+        "bn",
+    ),
+    "sew_resnet34": (
+        functools.partial(SEWResNet, stage_sizes=(3, 4, 6, 3), block="basic"), "bn"
+    ),
+    "sew_resnet50": (
+        functools.partial(SEWResNet, stage_sizes=(3, 4, 6, 3), block="bottleneck"), "bn"
+    ),
 }
 
-DEFAULT_NORM = {
-    "vgg_snn": "tdbn",
-    "resnet19": "tdbn",
-    "sew_resnet18": "bn",
-    "sew_resnet19": "bn",
-    "sew_resnet34": "bn",
-    "sew_resnet50": "bn",
-}
+# name -> constructor, and name -> default norm (views of ``_ZOO``).
+MODELS: dict[str, Callable[..., SpikingNet]] = {k: v[0] for k, v in _ZOO.items()}
+DEFAULT_NORM: dict[str, str] = {k: v[1] for k, v in _ZOO.items()}
+CONV_ALGORITHMS = kernels.CONV_ALGORITHMS
 
 OPTIONS = (
     "width",
@@ -114,14 +119,14 @@ def get_model(name: str, *, num_classes: int, **options: Any) -> SpikingNet:
         tau (2.0), v_threshold (0.5), surrogate ('qgate'), surrogate_alpha (None = the
           surrogate's default), detach_reset (True): LIF options.
         remat (False): trade compute for memory in training. Float32 conv-norm-LIF units
-          whose output spans several time chunks (``models/chunked.py``) run a few steps at a
-          time with a hand-written backward; the others are rematerialised whole (``nn.remat``).
-          VGG-SNN at T = 32: 0.39x the peak memory, -36 % speed.
+          whose output spans several time chunks run a few steps at a time with a
+          hand-written backward (``kernels.conv_norm_lif``); the others are rematerialised
+          whole (``nn.remat``). Measured in ``benchmarks/README.md``.
         dtype ('float32' | 'bfloat16' or a jnp dtype): compute dtype; params stay float32.
         connect ('add' | 'iand' | 'and'): SEW models only; other models accept only 'add'
           or None.
         conv ('auto' | 'winograd' | 'direct'): how convolutions are computed (same result up
-          to fp32 rounding). 'auto' (default) is the fastest measured: on CPU, Winograd
+          to fp32 rounding; ``kernels.CONV_ALGORITHMS``). 'auto' (default): on CPU, Winograd
           F(2x2, 3x3) for 3x3 stride-1 float32 convolutions with >= 16 channels; 'direct'
           never uses Winograd; 'winograd' uses it for every 3x3 stride-1 convolution.
 
@@ -172,12 +177,7 @@ def get_model(name: str, *, num_classes: int, **options: Any) -> SpikingNet:
     if options.get("dtype") is not None:
         kwargs["dtype"] = _dtype(options["dtype"])
     if options.get("conv") is not None:
-        if options["conv"] not in layers.CONV_ALGORITHMS:
-            raise ValueError(
-                f"Unknown conv algorithm {options['conv']!r}; choose one of "
-                f"{list(layers.CONV_ALGORITHMS)}."
-            )
-        kwargs["conv"] = options["conv"]
+        kwargs["conv"] = kernels.check_algorithm(options["conv"])
     connect = options.get("connect")
     if connect is not None:
         if connect not in CONNECTS:
@@ -235,6 +235,7 @@ def spike_summary(intermediates: Mapping) -> dict[str, dict[str, float]]:
 
 __all__ = [
     "CONNECTS",
+    "CONV_ALGORITHMS",
     "DEFAULT_NORM",
     "LIF",
     "MODELS",
@@ -247,6 +248,7 @@ __all__ = [
     "SpikingNet",
     "VGGSNN",
     "get_model",
+    "kernels",
     "layers",
     "max_num_steps",
     "model_names",

@@ -1,6 +1,6 @@
 """What every spiking model of the zoo shares: options, input handling, the conv-norm-LIF unit.
 
-Spec: ``shared/spec/tks-method.md`` section 7 (direct encoding, time-major layout).
+Method: ``docs/method.md`` §7 (direct encoding, time-major layout).
 """
 
 from __future__ import annotations
@@ -14,10 +14,15 @@ import jax
 import jax.numpy as jnp
 
 from tks_jax import spiking
-from tks_jax.models import chunked, layers
+from tks_jax.models import kernels, layers
+from tks_jax.models.kernels import conv_norm_lif
 
 Array = jax.Array
 Dtype = Any
+
+# Bytes of one time chunk's conv output in the memory-saving unit (``ConvNormLIF``): bounds
+# its live transients. Read at trace time.
+UNIT_CHUNK_BYTES = conv_norm_lif.CHUNK_BYTES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,12 +30,12 @@ class SpikingConfig:
     """Neuron and normalisation options shared by all layers of one model (hashable).
 
     Attributes:
-      norm: ``'tdbn'``, ``'tebn'`` or ``'bn'`` (spec section 6).
+      norm: ``'tdbn'``, ``'tebn'`` or ``'bn'`` (``docs/method.md`` §6).
       num_steps: number of TEBN per-step scales; None when ``norm != 'tebn'``.
       tau, v_threshold, surrogate, surrogate_alpha, detach_reset, remat: LIF options
         (``tks_jax.spiking.lif``).
       dtype: compute dtype.
-      conv: how convolutions are computed (``layers.CONV_ALGORITHMS``).
+      conv: how convolutions are computed (``kernels.CONV_ALGORITHMS``).
     """
 
     norm: str = "tdbn"
@@ -57,7 +62,7 @@ class SpikingConfig:
         )
 
     def make_norm(self, alpha: float = 1.0, name: str | None = None) -> layers.Norm:
-        """A norm layer; ``alpha`` is tdBN's factor ``a`` (spec section 6)."""
+        """A norm layer; ``alpha`` is tdBN's factor ``a`` (``docs/method.md`` §6)."""
         return layers.Norm(
             kind=self.norm,
             alpha=alpha,
@@ -70,14 +75,21 @@ class SpikingConfig:
     def make_conv(
         self, features: int, kernel_size: int = 3, strides: int = 1, name: str | None = None
     ) -> layers.Conv:
-        """A bias-free conv with ``padding = kernel_size // 2``."""
+        """A bias-free conv with ``padding = kernel_size // 2``, computed by the algorithm
+        ``conv`` (``kernels.conv_function``)."""
         return layers.Conv(
-            features, kernel_size, strides, dtype=self.dtype, algorithm=self.conv, name=name
+            features, kernel_size, strides, dtype=self.dtype,
+            conv_general_dilated=kernels.conv_function(self.conv), name=name,
         )
 
 
 class ConvNormLIF(nn.Module):
-    """``LIF(Norm(Conv(x)))``, the unit of every model (spec section 7).
+    """``LIF(Norm(Conv(x)))``, the unit of every model (``docs/method.md`` §7).
+
+    With the model's ``remat`` in training, the unit is either rematerialised whole
+    (``nn.remat``: only its input is stored) or, when ``memory_saving`` says so, computed a few
+    time steps at a time by ``kernels.conv_norm_lif`` on the variables of the same ``Conv``
+    and ``Norm`` (same parameter tree, same maths).
 
     Attributes:
       features: output channels.
@@ -107,124 +119,56 @@ class ConvNormLIF(nn.Module):
           Spikes ``[T, B, H', W', features]``.
         """
         cfg = self.config
+        if self.memory_saving(x, train=train, num_steps=num_steps):
+            return self._chunked(x)
 
         def unit(mdl: ConvNormLIF, x: Array) -> Array:
             y = cfg.make_conv(mdl.features, mdl.kernel_size, mdl.strides, name="conv")(x)
             y = cfg.make_norm(mdl.alpha, name="norm")(y, train=train, num_steps=num_steps)
             return cfg.make_lif(name="lif")(y)
 
-        if (
-            cfg.remat
-            and train
-            and x.ndim == 5
-            and num_steps is None
-            and jnp.dtype(cfg.dtype) == jnp.float32
-            and not self.is_mutable_collection("intermediates")
-            and self._chunks(x) > 1
-        ):
-            return self._chunked(x)
         if cfg.remat:
             # Recompute conv, norm and LIF in the backward pass: only the unit's input is
-            # stored (same parameter tree). Alone (every unit), VGG-SNN T=32: peak memory
-            # 0.77x, time +3%; large units take the chunked path above instead (issue 6).
+            # stored (same parameter tree).
             unit = nn.remat(unit)
         return unit(self, x)
 
-    def _chunks(self, x: Array) -> int:
-        """Number of time chunks the chunked unit would take (1: it fits in one, and plain
-        ``nn.remat`` is cheaper: two conv forwards instead of three)."""
+    def memory_saving(self, x: Array, *, train: bool, num_steps: int | None) -> bool:
+        """Whether this call runs the chunked unit (``kernels.conv_norm_lif``).
+
+        Only for ``remat`` training after ``init`` on time-major float32 input (the chunked
+        unit sows no ``intermediates``), and only when the output spans several chunks of
+        ``UNIT_CHUNK_BYTES``: in one chunk, ``nn.remat`` is cheaper (two conv forwards
+        instead of three).
+        """
+        cfg = self.config
+        if not (cfg.remat and train and x.ndim == 5 and num_steps is None):
+            return False
+        if jnp.dtype(cfg.dtype) != jnp.float32 or self.is_initializing():
+            return False
+        if self.is_mutable_collection("intermediates"):
+            return False
         pad = self.kernel_size // 2
         h, w = ((d + 2 * pad - self.kernel_size) // self.strides + 1 for d in x.shape[2:4])
         per_step = x.shape[1] * h * w * self.features * 4
-        return x.shape[0] // chunked.chunk_steps(x.shape[0], per_step)
+        steps = conv_norm_lif.chunk_steps(x.shape[0], per_step, UNIT_CHUNK_BYTES)
+        return x.shape[0] // steps > 1
 
     def _chunked(self, x: Array) -> Array:
-        """Training with ``remat``: the unit a few time steps at a time (``models/chunked.py``),
-        on the same variables as ``Conv``, ``Norm`` and ``LIF`` (identical paths and inits)."""
+        """The unit a few time steps at a time, on the variables of ``Conv`` and ``Norm``."""
         cfg = self.config
-        kernel = _ConvVars((self.kernel_size, self.kernel_size, x.shape[-1], self.features),
-                           name="conv")()
-        norm = _NormVars(self.features, cfg.norm, self.alpha, cfg.v_threshold, cfg.num_steps,
-                         name="norm")
-        scale, bias, ra_mean, ra_var, step_scale = norm(x.shape[0])
-        spikes, mean, var = chunked.conv_norm_lif(
-            x, kernel, scale, bias, step_scale,
+        conv = cfg.make_conv(self.features, self.kernel_size, self.strides, name="conv")
+        norm = cfg.make_norm(self.alpha, name="norm")
+        bn = norm.batch_norm_state(x.shape[0])
+        spikes, mean, var = conv_norm_lif.conv_norm_lif(
+            x, conv.kernel(), bn.scale, bn.bias, bn.step_scale,
             strides=self.strides, padding=self.kernel_size // 2, algorithm=cfg.conv,
             epsilon=layers.BN_EPSILON, tau=cfg.tau, v_threshold=cfg.v_threshold,
             surrogate=spiking.get_surrogate(cfg.surrogate, cfg.surrogate_alpha),
-            detach_reset=cfg.detach_reset,
+            detach_reset=cfg.detach_reset, chunk_bytes=UNIT_CHUNK_BYTES,
         )
-        if not self.is_initializing():
-            m = layers.BN_MOMENTUM
-            ra_mean.value = m * ra_mean.value + (1 - m) * mean
-            ra_var.value = m * ra_var.value + (1 - m) * var
+        norm.update_running_stats(mean, var)
         return spikes
-
-
-class _KernelVar(nn.Module):
-    """``flax.linen.Conv``'s kernel variable (no computation)."""
-
-    shape: tuple[int, ...]
-
-    @nn.compact
-    def __call__(self) -> Array:
-        return self.param("kernel", layers.torch_kernel_init, self.shape, jnp.float32)
-
-
-class _ConvVars(nn.Module):
-    """The variables of ``layers.Conv`` (``conv/kernel``), for the chunked unit."""
-
-    shape: tuple[int, ...]
-
-    @nn.compact
-    def __call__(self) -> Array:
-        return _KernelVar(self.shape, name="conv")()
-
-
-class _BatchNormVars(nn.Module):
-    """``flax.linen.BatchNorm``'s variables: params scale and bias, batch_stats mean and var."""
-
-    features: int
-    scale_init: float
-
-    @nn.compact
-    def __call__(self):
-        shape = (self.features,)
-        scale = self.param("scale", nn.initializers.constant(self.scale_init), shape, jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros, shape, jnp.float32)
-        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros(shape, jnp.float32))
-        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones(shape, jnp.float32))
-        return scale, bias, ra_mean, ra_var
-
-
-class _NormVars(nn.Module):
-    """The variables of ``layers.Norm`` (``bn/...``, TEBN's ``step_scale``), same checks."""
-
-    features: int
-    kind: str
-    alpha: float
-    v_threshold: float
-    max_steps: int | None
-
-    @nn.compact
-    def __call__(self, num_steps: int):
-        if self.kind not in layers.NORMS:
-            raise ValueError(f"Unknown norm {self.kind!r}; choose one of {list(layers.NORMS)}.")
-        scale_init = self.alpha * self.v_threshold if self.kind == "tdbn" else 1.0
-        scale, bias, ra_mean, ra_var = _BatchNormVars(self.features, scale_init, name="bn")()
-        step_scale = None
-        if self.kind == "tebn":
-            if self.max_steps is None:
-                raise ValueError("norm='tebn' needs num_steps (the number of per-step scales).")
-            if num_steps > self.max_steps:
-                raise ValueError(
-                    f"TEBN has {self.max_steps} per-step scales (num_steps={self.max_steps} at "
-                    f"construction) but was run with T={num_steps}; run with T <= "
-                    f"{self.max_steps} or build the model with a larger num_steps."
-                )
-            p = self.param("step_scale", nn.initializers.ones, (self.max_steps,), jnp.float32)
-            step_scale = p[:num_steps]
-        return scale, bias, ra_mean, ra_var, step_scale
 
 
 class SpikingNet(nn.Module):
@@ -241,7 +185,7 @@ class SpikingNet(nn.Module):
       tau, v_threshold, surrogate, surrogate_alpha, detach_reset, remat: LIF options.
       dtype: compute dtype (``jnp.float32`` or ``jnp.bfloat16``); parameters and BN statistics
         are float32 and logits are returned in float32.
-      conv: how convolutions are computed, one of ``layers.CONV_ALGORITHMS``.
+      conv: how convolutions are computed, one of ``kernels.CONV_ALGORITHMS``.
     """
 
     num_classes: int = 10
@@ -322,7 +266,7 @@ def apply_stem(unit: nn.Module, x: Array, *, num_steps: int, train: bool) -> Arr
     """Runs the first conv-norm-LIF unit on static or event input.
 
     Static ``[B, H, W, C]`` input (direct encoding) is convolved and normalised once and
-    broadcast over ``num_steps`` (spec section 7); events ``[T, B, H, W, C]`` are folded.
+    broadcast over ``num_steps`` (``docs/method.md`` §7); events ``[T, B, H, W, C]`` are folded.
 
     Returns:
       Spikes ``[T, B, H', W', C']``.

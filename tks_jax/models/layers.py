@@ -1,7 +1,6 @@
 """Building blocks of the spiking model zoo: time folding, conv/linear, tdBN/TEBN/BN, LIF.
 
-Spec: ``shared/spec/tks-method.md`` sections 1 (LIF), 6 (normalisation) and 7 (architectures);
-layout: ``shared/DESIGN.md`` ("Shapes and time").
+Method: ``docs/method.md`` §1 (LIF), §6 (normalisation) and §7 (architectures).
 
 Activations are time-major ``[T, B, ...]``. Stateless layers run on the folded ``[T*B, ...]``
 batch (a reshape, never a transpose); only ``LIF`` is sequential, through
@@ -16,22 +15,22 @@ bias 0.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from tks_jax import spiking
-from tks_jax.models import chunking, winograd
+from tks_jax.models import kernels
 
 Array = jax.Array
 Dtype = Any
 
 NORMS = ("tdbn", "tebn", "bn")
+CONV_ALGORITHMS = kernels.CONV_ALGORITHMS  # values of ``Conv``'s algorithm (the model option)
 BN_MOMENTUM = 0.9  # = PyTorch momentum 0.1 (flax keeps `momentum` of the old statistics).
 BN_EPSILON = 1e-5  # PyTorch's default.
 # Variable collection of the streaming state (``tks_jax.inference``): each LIF's membrane
@@ -42,158 +41,6 @@ STREAM_STATE = "lif_state"
 # PyTorch's default kaiming_uniform_(a=sqrt(5)): gain^2 = 2 / (1 + 5), bound = sqrt(3 * 1/3 /
 # fan_in) = 1/sqrt(fan_in).
 torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-
-
-# --------------------------------------------------------------------------------------------
-# Convolution whose weight gradient is a GEMM (performance, issue 6).
-#
-# On XLA:CPU the weight gradient of a convolution runs as a convolution over the batch with
-# huge windows and layout copies, several times slower per FLOP than the forward pass (a VGG-SNN
-# training step spent about half its time there). Here the forward and the input gradient stay
-# XLA's convolutions and the weight gradient becomes im2col(x)^T @ dy (Dumoulin & Visin's
-# convolution arithmetic), accumulated over chunks of the batch so that the im2col buffer stays
-# small. Same maths; tests/test_perf_equivalence.py checks it against lax's gradient.
-# --------------------------------------------------------------------------------------------
-
-# Bytes of one chunk's im2col buffer: bounds the extra memory of the weight gradient. Measured
-# with benchmarks/wgrad_layout.py: 8-16 MB chunks run the weight gradient of large-image layers
-# up to 25 % faster than 64 MB (the buffer stays in cache), and 8 MB has the lowest peak memory.
-_WGRAD_CHUNK_BYTES = 8 * 2**20
-_NHWC = ("NHWC", "HWIO", "NHWC")
-
-
-def _im2col_weight_grad(x: Array, g: Array, kernel_shape, strides, padding) -> Array:
-    """``dW[i, j, c, o] = sum_{n, h, w} xpad[n, s*h + i, s*w + j, c] * g[n, h, w, o]``.
-
-    Channel-major im2col: ``[kh*kw*Cin, N*Ho*Wo] @ [N*Ho*Wo, Cout]``, a plain GEMM (the
-    row-major ``[N*Ho*Wo, kh*kw*Cin]`` contracted on its first axis runs at the same speed).
-    """
-    kh, kw, cin, cout = kernel_shape
-    sh, sw = strides
-    n, ho, wo, _ = g.shape
-    per_sample = ho * wo * kh * kw * cin * x.dtype.itemsize
-    chunk = chunking.chunk_size(n, per_sample, _WGRAD_CHUNK_BYTES)
-    xp = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-
-    def chunk_grad(xp_c: Array, g_c: Array) -> Array:
-        m = xp_c.shape[0] * ho * wo
-        # One transpose of the (small) padded input; each tap is then a strided slice whose
-        # rows are already the GEMM's, ordered (i, j, c) as in HWIO.
-        xt = jnp.transpose(xp_c, (3, 0, 1, 2))
-        cols = [
-            xt[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
-            for i in range(kh)
-            for j in range(kw)
-        ]
-        cols = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=0)
-        return jax.lax.dot_general(
-            cols.reshape(kh * kw * cin, m),
-            g_c.reshape(m, cout),
-            (((1,), (0,)), ((), ())),
-            preferred_element_type=jnp.float32,
-        )
-
-    return chunking.sum_over_chunks(chunk_grad, (xp, g), chunk).reshape(kernel_shape)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_nhwc(x: Array, w: Array, strides, padding) -> Array:
-    return jax.lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_NHWC)
-
-
-def _conv_nhwc_fwd(x, w, strides, padding):
-    return _conv_nhwc(x, w, strides, padding), (x, w)
-
-
-def _conv_nhwc_bwd(strides, padding, res, g):
-    x, w = res
-    _, input_grad = jax.vjp(
-        lambda x_: jax.lax.conv_general_dilated(x_, w, strides, padding, dimension_numbers=_NHWC),
-        x,
-    )
-    dw = _im2col_weight_grad(x, g, w.shape, strides, padding)
-    return input_grad(g)[0], dw.astype(w.dtype)
-
-
-_conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
-
-
-# How ``Conv`` computes a convolution (the model option ``conv``):
-# - "auto": on CPU, Winograd F(2x2, 3x3) (``models/winograd.py``) for float32 3x3 stride-1
-#   convolutions with at least ``_WINOGRAD_MIN_CHANNELS`` input and output channels, XLA's
-#   forward and input gradient with the GEMM weight gradient above for the others; on GPU/TPU,
-#   XLA's convolution unchanged.
-# - "winograd": Winograd for every 3x3 stride-1 convolution, on any backend and dtype; the
-#   others as "auto".
-# - "direct": never Winograd (the direct convolution; on CPU still with the GEMM weight
-#   gradient), e.g. to reproduce results bit for bit across versions.
-# Winograd differs from the direct convolution by fp32 rounding only (~1e-6 relative).
-# Measured with benchmarks/winograd.py (fwd + both grads, ResNet-19 / VGG-SNN layers): 1.3-2.3x
-# faster than the direct path for >= 64 channels, slower for the 2-3 channel input layers.
-CONV_ALGORITHMS = ("auto", "winograd", "direct")
-_WINOGRAD_MIN_CHANNELS = 16
-
-
-def _conv_general_dilated(
-    lhs,
-    rhs,
-    window_strides,
-    padding,
-    lhs_dilation=None,
-    rhs_dilation=None,
-    dimension_numbers=None,
-    feature_group_count=1,
-    precision=None,
-    *,
-    algorithm: str = "auto",
-    **kwargs,
-):
-    """``lax.conv_general_dilated`` (the signature ``flax.linen.Conv`` calls) computed as
-    ``algorithm`` says (see ``CONV_ALGORITHMS``) for plain 2-D NHWC convolutions; anything else
-    goes to lax unchanged."""
-    if algorithm not in CONV_ALGORITHMS:
-        raise ValueError(f"Unknown conv algorithm {algorithm!r}; choose one of {CONV_ALGORITHMS}.")
-    on_cpu = jax.default_backend() == "cpu"  # cuDNN / TPU weight gradients are fast already
-    plain = (
-        lhs.ndim == 4
-        and not kwargs
-        and not isinstance(padding, str)
-        and feature_group_count == 1
-        and all(d == 1 for d in (lhs_dilation or (1,)))
-        and all(d == 1 for d in (rhs_dilation or (1,)))
-        and dimension_numbers == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
-    )
-    winograd_shape = (
-        plain
-        and tuple(rhs.shape[:2]) == (3, 3)
-        and tuple(int(s) for s in window_strides) == (1, 1)
-        and tuple(tuple(int(v) for v in p) for p in padding) == ((1, 1), (1, 1))
-    )
-    if algorithm == "winograd" and winograd_shape:
-        return winograd.conv3x3(lhs, rhs)
-    if (
-        algorithm == "auto"
-        and on_cpu
-        and winograd_shape
-        and lhs.dtype == rhs.dtype == jnp.float32
-        and min(rhs.shape[2], rhs.shape[3]) >= _WINOGRAD_MIN_CHANNELS
-    ):
-        return winograd.conv3x3(lhs, rhs)
-    if not (plain and on_cpu):
-        return jax.lax.conv_general_dilated(
-            lhs,
-            rhs,
-            window_strides,
-            padding,
-            lhs_dilation,
-            rhs_dilation,
-            dimension_numbers,
-            feature_group_count,
-            precision=precision,
-            **kwargs,
-        )
-    padding = tuple(tuple(int(v) for v in p) for p in padding)
-    return _conv_nhwc(lhs, rhs, tuple(int(s) for s in window_strides), padding)
 
 
 def torch_bias_init(fan_in: int) -> Callable:
@@ -236,15 +83,16 @@ class Conv(nn.Module):
       kernel_size: square kernel size.
       strides: square stride.
       dtype: compute dtype (parameters are float32).
-      algorithm: how to compute it, one of ``CONV_ALGORITHMS`` (same result up to fp32
-        rounding; "auto" is the fastest measured on each backend).
+      conv_general_dilated: the convolution function, with ``lax.conv_general_dilated``'s
+        signature (injected into ``flax.linen.Conv``); ``kernels.conv_function(algorithm)``
+        for one of ``CONV_ALGORITHMS`` (same result up to rounding). Default: ``'auto'``.
     """
 
     features: int
     kernel_size: int = 3
     strides: int = 1
     dtype: Dtype = jnp.float32
-    algorithm: str = "auto"
+    conv_general_dilated: Callable = kernels.conv_function("auto")
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -266,15 +114,17 @@ class Conv(nn.Module):
             dtype=self.dtype,
             param_dtype=jnp.float32,
             kernel_init=torch_kernel_init,
-            # Winograd / GEMM weight gradient on CPU (issue 6)
-            conv_general_dilated=functools.partial(
-                _conv_general_dilated, algorithm=self.algorithm
-            ),
+            conv_general_dilated=self.conv_general_dilated,
             name="conv",
         )
         folded = fold(x) if x.ndim == 5 else x
         y = conv(folded)
         return unfold(y, x.shape[0]) if x.ndim == 5 else y
+
+    def kernel(self) -> Array:
+        """The kernel ``[k, k, Cin, features]`` (float32), for a unit that computes the
+        convolution itself (``kernels.conv_norm_lif``). Only after ``init``."""
+        return self.variables["params"]["conv"]["kernel"]
 
 
 class Linear(nn.Module):
@@ -303,8 +153,19 @@ class Linear(nn.Module):
         )(x)
 
 
+class BatchNormState(NamedTuple):
+    """A ``Norm``'s variables: BN ``scale``, ``bias``, running ``mean``, ``var`` ``[C]`` and
+    TEBN's ``step_scale`` ``[T]`` (None for tdBN and BN)."""
+
+    scale: Array
+    bias: Array
+    mean: Array
+    var: Array
+    step_scale: Array | None
+
+
 class Norm(nn.Module):
-    """tdBN, TEBN or plain BN over the folded time-batch (spec section 6).
+    """tdBN, TEBN or plain BN over the folded time-batch (``docs/method.md`` §6).
 
     All three take their statistics over ``(T, B, H, W)`` per channel, which is BatchNorm on
     the ``T*B`` batch (momentum 0.9 in flax terms = PyTorch 0.1, eps 1e-5). Under ``jax.jit``
@@ -349,30 +210,21 @@ class Norm(nn.Module):
         Returns:
           ``[T, B, ..., C]``.
         """
-        if self.kind not in NORMS:
-            raise ValueError(f"Unknown norm {self.kind!r}; choose one of {list(NORMS)}.")
-        scale = self.alpha * self.v_threshold if self.kind == "tdbn" else 1.0
+        self._check_kind()
         y = nn.BatchNorm(
             use_running_average=not train,
             momentum=BN_MOMENTUM,
             epsilon=BN_EPSILON,
             dtype=self.dtype,
             param_dtype=jnp.float32,
-            scale_init=nn.initializers.constant(scale),
+            scale_init=nn.initializers.constant(self.scale_init),
             name="bn",
         )(x)
         if num_steps is not None:
             y = jnp.broadcast_to(y[None], (num_steps,) + y.shape)
         if self.kind == "tebn":
-            if self.max_steps is None:
-                raise ValueError("norm='tebn' needs num_steps (the number of per-step scales).")
             steps = y.shape[0]
-            if steps > self.max_steps:
-                raise ValueError(
-                    f"TEBN has {self.max_steps} per-step scales (num_steps={self.max_steps} at "
-                    f"construction) but was run with T={steps}; run with T <= {self.max_steps} "
-                    "or build the model with a larger num_steps."
-                )
+            self._check_steps(steps)
             p = self.param("step_scale", nn.initializers.ones, (self.max_steps,), jnp.float32)
             if self.is_mutable_collection(STREAM_STATE) and not self.is_initializing():
                 # Streaming: these ``steps`` steps continue the run at step ``t0`` (0-based).
@@ -384,9 +236,60 @@ class Norm(nn.Module):
             y = y * p_run.astype(y.dtype).reshape((steps,) + (1,) * (y.ndim - 1))
         return y
 
+    @property
+    def scale_init(self) -> float:
+        """Initial BN scale: ``alpha * v_threshold`` for tdBN, else 1."""
+        return self.alpha * self.v_threshold if self.kind == "tdbn" else 1.0
+
+    def _check_kind(self) -> None:
+        if self.kind not in NORMS:
+            raise ValueError(f"Unknown norm {self.kind!r}; choose one of {list(NORMS)}.")
+
+    def _check_steps(self, steps: int) -> None:
+        """TEBN runs T <= max_steps steps (it has one scale per step)."""
+        if self.max_steps is None:
+            raise ValueError("norm='tebn' needs num_steps (the number of per-step scales).")
+        if steps > self.max_steps:
+            raise ValueError(
+                f"TEBN has {self.max_steps} per-step scales (num_steps={self.max_steps} at "
+                f"construction) but was run with T={steps}; run with T <= {self.max_steps} "
+                "or build the model with a larger num_steps."
+            )
+
+    def batch_norm_state(self, num_steps: int) -> BatchNormState:
+        """This norm's variables, for a unit that computes the normalisation itself
+        (``kernels.conv_norm_lif``). Only after ``init`` (the variables exist).
+
+        Args:
+          num_steps: T of the run (TEBN uses its first T scales; checked as in ``__call__``).
+
+        Returns:
+          A ``BatchNormState``.
+        """
+        self._check_kind()
+        params, stats = self.variables["params"], self.variables["batch_stats"]
+        step_scale = None
+        if self.kind == "tebn":
+            self._check_steps(num_steps)
+            step_scale = params["step_scale"][:num_steps]
+        return BatchNormState(
+            scale=params["bn"]["scale"], bias=params["bn"]["bias"], mean=stats["bn"]["mean"],
+            var=stats["bn"]["var"], step_scale=step_scale,
+        )
+
+    def update_running_stats(self, mean: Array, var: Array) -> None:
+        """Moves the running statistics towards a batch's ``mean`` and (biased) ``var``
+        ``[C]`` with ``BN_MOMENTUM``, as ``flax.linen.BatchNorm`` does in training."""
+        old = self.variables["batch_stats"]["bn"]
+        m = BN_MOMENTUM
+        self.put_variable(
+            "batch_stats", "bn",
+            {"mean": m * old["mean"] + (1 - m) * mean, "var": m * old["var"] + (1 - m) * var},
+        )
+
 
 class LIF(nn.Module):
-    """Multi-step LIF layer over ``[T, B, ...]`` (``tks_jax.spiking.lif``; spec section 1).
+    """Multi-step LIF layer over ``[T, B, ...]`` (``tks_jax.spiking.lif``; ``docs/method.md`` §1).
 
     When the ``intermediates`` collection is mutable, sows per call:
     ``spike_rate`` (mean spike probability over T, B and neurons), ``spikes_per_image``
@@ -394,7 +297,8 @@ class LIF(nn.Module):
     image). ``spike_summary`` in ``tks_jax.models`` reads them.
 
     Attributes:
-      tau, v_threshold, surrogate, surrogate_alpha, detach_reset, remat: see ``spiking.lif``.
+      tau, v_threshold, surrogate, surrogate_alpha, detach_reset, remat, backend: see
+        ``spiking.lif``.
     """
 
     tau: float = 2.0
@@ -403,6 +307,7 @@ class LIF(nn.Module):
     surrogate_alpha: float | None = None
     detach_reset: bool = True
     remat: bool = False
+    backend: str = "auto"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -414,7 +319,7 @@ class LIF(nn.Module):
         """
         if self.is_mutable_collection(STREAM_STATE) and not self.is_initializing():
             u = self.variable(STREAM_STATE, "membrane", jnp.zeros, x.shape[1:], x.dtype)
-            s, _, u.value = spiking._lif_forward(x, self.tau, self.v_threshold, 1, u0=u.value)
+            s, _, u.value = spiking.lif_forward(x, self.tau, self.v_threshold, 1, u0=u.value)
             return s
         s = spiking.lif(
             x,
@@ -423,6 +328,7 @@ class LIF(nn.Module):
             surrogate=spiking.get_surrogate(self.surrogate, self.surrogate_alpha),
             detach_reset=self.detach_reset,
             remat=self.remat,
+            backend=self.backend,
         )
         if self.is_mutable_collection("intermediates"):
             batch = x.shape[1]

@@ -1,4 +1,4 @@
-"""ResNet-19 with tdBN (spec section 7; CIFAR 32x32x3, T = 4; Zheng et al. 2021).
+"""ResNet-19 with tdBN (``docs/method.md`` §7; CIFAR 32x32x3, T = 4; Zheng et al. 2021).
 
     conv3x3(3->128) -> tdBN -> LIF
     stages of BasicBlocks: widths 128, 256, 512; 3, 3, 2 blocks; stride 2 at the first block
@@ -7,7 +7,8 @@
 
 BasicBlock: ``LIF(tdBN_a(conv3x3(LIF(tdBN(conv3x3(x, stride))))) + shortcut(x))`` with
 ``shortcut = tdBN_a(conv1x1(x, stride))`` when the shape changes, else ``x``;
-``a = 1/sqrt(2)`` (spec section 6). Both FC layers have a bias (PyTorch ``nn.Linear``).
+``a = 1/sqrt(2)`` (``docs/method.md`` §6). Both FC layers have a bias (PyTorch
+``nn.Linear``).
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from tks_jax.models import base, layers
 
 Array = jax.Array
 
-RESIDUAL_ALPHA = 1.0 / math.sqrt(2.0)  # tdBN's a before a residual addition (spec section 6).
+# tdBN's a before a residual addition (docs/method.md §6).
+RESIDUAL_ALPHA = 1.0 / math.sqrt(2.0)
 
 
 class BasicBlock(nn.Module):
-    """ResNet-19 basic block on ``[T, B, H, W, C]`` (spec section 7).
+    """ResNet-19 basic block on ``[T, B, H, W, C]`` (``docs/method.md`` §7).
 
     Attributes:
       features: output channels.
@@ -62,7 +64,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNet19(base.SpikingNet):
-    """ResNet-19 (spec section 7). Options: see ``base.SpikingNet``; default norm tdBN.
+    """ResNet-19 (``docs/method.md`` §7). Options: see ``base.SpikingNet``; default norm tdBN.
 
     Attributes:
       stage_widths: channels of the three stages (before ``width``).

@@ -1,6 +1,7 @@
 """Spike-element-wise (SEW) ResNets: SEW-ResNet-18/34/50 (ImageNet) and SEW-ResNet-19 (CIFAR).
 
-Spec section 7; Fang et al., "Deep Residual Learning in Spiking Neural Networks", NeurIPS 2021.
+``docs/method.md`` §7; Fang et al., "Deep Residual Learning in Spiking Neural Networks",
+NeurIPS 2021.
 
 SEW block: ``out = LIF(Norm(conv(LIF(Norm(conv(x, stride)))))); out = g(out, id)`` with
 ``id = LIF(Norm(conv1x1(x, stride)))`` when the shape changes, else ``x``, and the connect
@@ -16,7 +17,8 @@ Norm and LIF, as in SpikingJelly's ``sew_resnet`` (stride on the 3x3 conv, torch
   LIF -> FC(256->C).
 
 With ``norm='tdbn'`` every norm gets ``a = 1``: SEW adds spikes after the LIF, so no BN sits
-directly before a residual addition (choice; spec section 6 defines ``a`` for ResNet-19).
+directly before a residual addition (choice; ``docs/method.md`` §6 defines ``a`` for
+ResNet-19).
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ def _downsample(
 
 
 class SEWResNet(base.SpikingNet):
-    """SEW-ResNet family (spec section 7). Options: see ``base.SpikingNet``.
+    """SEW-ResNet family (``docs/method.md`` §7). Options: see ``base.SpikingNet``.
 
     Attributes:
       stage_sizes: blocks per stage.

@@ -1,4 +1,4 @@
-"""VGG-SNN for event data (spec section 7; DVS-CIFAR10 / N-Caltech101 at 48x48x2, T = 10).
+"""VGG-SNN for event data (``docs/method.md`` §7; DVS-CIFAR10 / N-Caltech101, 48x48x2, T = 10).
 
     64C3-128C3-AP2-256C3-256C3-AP2-512C3-512C3-AP2-512C3-512C3-AP2-FC(C)
 
@@ -18,12 +18,12 @@ from tks_jax.models import base, layers
 
 Array = jax.Array
 
-# Channels of each C3; "A" is a 2x2 average pool (spec section 7).
+# Channels of each C3; "A" is a 2x2 average pool (``docs/method.md`` §7).
 VGG_SNN_PLAN: tuple[int | str, ...] = (64, 128, "A", 256, 256, "A", 512, 512, "A", 512, 512, "A")
 
 
 class VGGSNN(base.SpikingNet):
-    """VGG-SNN (spec section 7). Options: see ``base.SpikingNet``."""
+    """VGG-SNN (``docs/method.md`` §7). Options: see ``base.SpikingNet``."""
 
     @nn.compact
     def __call__(self, x: Array, *, num_steps: int, train: bool = False) -> Array:

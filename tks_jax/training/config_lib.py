@@ -13,6 +13,7 @@ from typing import Any
 
 import ml_collections
 
+from tks_jax import models
 from tks_jax.data import event_specs
 from tks_jax.data.event_specs import EVENT_DATASETS
 from tks_jax.training import objectives, optim
@@ -24,9 +25,9 @@ DATASETS = (
     "cifar10", "cifar100", "imagenet2012", "caltech_birds2011", "stanford_dogs", "cars196",
     "mnist", "dvs_cifar10", "ncaltech101", "nmnist_synth", "synthetic", "synthetic_events",
 )
-MODELS = ("vgg_snn", "resnet19", "sew_resnet18", "sew_resnet19", "sew_resnet34", "sew_resnet50")
+MODELS = tuple(models.MODELS)
 LOSSES = tuple(objectives.OBJECTIVES)
-CONV_ALGORITHMS = ("auto", "winograd", "direct")  # = tks_jax.models.layers.CONV_ALGORITHMS
+CONV_ALGORITHMS = models.CONV_ALGORITHMS
 
 # Keys that may change between a run and its resumption (they do not change the maths of
 # training): logging/checkpoint cadence, paths, worker counts, evaluation settings, and how

@@ -20,6 +20,7 @@ from tks_jax.training import (
     input_pipeline,
     optim,
 )
+from tks_jax.training import compiled as compiled_lib
 from tks_jax.training import sharding as sharding_lib
 from tks_jax.training import steps as steps_lib
 from tks_jax.training import workdir as workdir_lib
@@ -33,11 +34,10 @@ class EvaluationInterrupted(Exception):
 @functools.lru_cache(maxsize=8)
 def jitted_eval_step(model, num_steps: int, mesh):
     """One jitted eval step per (model, T, mesh): periodic evaluations compile once."""
-    from tks_jax.training.loop import CompiledOnFirstCall
-
     repl = sharding_lib.replicated(mesh)
-    return CompiledOnFirstCall(
-        jax.jit(steps_lib.make_eval_step(model, num_steps), out_shardings=(repl, repl))
+    return compiled_lib.CompiledOnFirstCall(
+        jax.jit(steps_lib.make_eval_step(model, num_steps), out_shardings=(repl, repl)),
+        release_host_memory=compiled_lib.trims_host_memory(),
     )
 
 

@@ -2,9 +2,10 @@
 
 Compiling a training step allocates and frees a few hundred MB of small blocks (HLO passes,
 LLVM). glibc keeps freed heap pages in its arenas, so they stay in the process's resident
-memory while the step's buffers (large, ``mmap``-ed) come on top: a ResNet-19 step measured
-2.43 GB peak RSS without trimming, 2.04 GB with ``malloc_trim(0)`` after compiling
-(``benchmarks/README.md``). This module must not import JAX.
+memory while the step's buffers (large, ``mmap``-ed) come on top; ``malloc_trim(0)`` after
+compiling lowers the peak resident memory (measured in ``benchmarks/README.md``). Called by
+the training entry points only (``training.compiled.CompiledOnFirstCall`` with
+``release_host_memory=True``). This module must not import JAX.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""A conv-norm-LIF unit computed a few time steps at a time (the models' ``remat``, issue 6).
+"""A conv-norm-LIF unit computed a few time steps at a time (the models' memory-saving path).
 
 ``nn.remat`` of a conv-norm-LIF unit stores only the unit's input, but its backward pass still
 materialises the whole ``[T*B, H, W, C]`` conv output, normalised currents, membranes and their
-gradients at once: at T = 32 the largest VGG-SNN unit keeps about five 0.6 GB arrays alive.
-Here the unit runs over chunks of ``Tc`` steps (``lax.scan``), so only one chunk of those is
+gradients at once: at large T the largest VGG-SNN unit keeps five ``[T*B, H, W, C]`` arrays
+alive. Here the unit runs over chunks of ``Tc`` steps (``lax.scan``), so only one chunk of those is
 alive at a time. BatchNorm's statistics over the whole ``T*B`` batch are why it takes several
-passes (same maths as ``Norm`` + ``LIF`` on the whole batch; spec sections 1 and 6):
+passes (same maths as ``Norm`` + ``LIF`` on the whole batch; ``docs/method.md`` §1 and §6):
 
 forward
   1. per chunk: ``z = conv(x)``; accumulate ``sum z`` and ``sum z^2`` per channel
@@ -22,10 +22,10 @@ backward (given the spikes' cotangent)
      ``g_z = rstd * (g_xhat - mean(g_xhat) - xhat * mean(g_xhat * xhat))`` with
      ``g_xhat = g_y * scale``; ``vjp(g_z)`` gives the input gradient and the kernel's.
 
-Cost: two more convolution forwards per unit than ``nn.remat`` (``ConvNormLIF`` therefore
-takes this path only for units whose output spans several chunks). VGG-SNN, T = 32, batch 16:
-peak memory 7.00 -> 2.74 GB (``nn.remat``: 5.41 GB), step time +50 %. Checked against the
-whole-batch unit (values, running statistics, gradients) in ``tests/test_perf_equivalence.py``.
+Cost: two more convolution forwards per unit than ``nn.remat`` (the models therefore take
+this path only for units whose output spans several chunks; measured in ``benchmarks/``).
+Checked against the whole-batch unit (values, running statistics, gradients) in
+``tests/test_perf_equivalence.py``.
 """
 
 from __future__ import annotations
@@ -36,27 +36,28 @@ import jax
 import jax.numpy as jnp
 
 from tks_jax import spiking
-from tks_jax.models import chunking, layers
+from tks_jax.models.kernels import chunking, conv
 
 Array = jax.Array
 
-# Bytes of one chunk's conv output: bounds the live transients of the unit. 96 MB takes the
-# 48x48x128 VGG-SNN unit at B = 16 four steps at a time.
+# Default bytes of one chunk's conv output: bounds the live transients of the unit. 96 MB
+# takes the 48x48x128 VGG-SNN unit at B = 16 four steps at a time.
 CHUNK_BYTES = 96 * 2**20
 
 
-def chunk_steps(num_steps: int, bytes_per_step: int) -> int:
-    """The largest divisor of ``num_steps`` whose chunk stays within ``CHUNK_BYTES`` (>= 1)."""
-    return chunking.chunk_size(num_steps, bytes_per_step, CHUNK_BYTES)
+def chunk_steps(num_steps: int, bytes_per_step: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """The largest divisor of ``num_steps`` whose chunk stays within ``chunk_bytes`` (>= 1)."""
+    return chunking.chunk_size(num_steps, bytes_per_step, chunk_bytes)
 
 
 def _conv(x: Array, kernel: Array, spec: tuple) -> Array:
-    """``layers.Conv``'s convolution on a time-major chunk ``[Tc, B, H, W, C]``."""
+    """The models' convolution (``conv.conv_general_dilated``) on a time-major chunk
+    ``[Tc, B, H, W, C]``."""
     strides, pad, algorithm = spec
     tc, b = x.shape[:2]
     xf = x.reshape((tc * b,) + x.shape[2:])
     dn = jax.lax.conv_dimension_numbers(xf.shape, kernel.shape, ("NHWC", "HWIO", "NHWC"))
-    y = layers._conv_general_dilated(
+    y = conv.conv_general_dilated(
         xf, kernel, (strides, strides), ((pad, pad), (pad, pad)), None, None, dn,
         algorithm=algorithm,
     )
@@ -87,7 +88,7 @@ def _forward(x, kernel, scale, bias, step_scale, statics):
     s1, s2 = chunking.sum_over_chunks(stats, (x,), x.shape[0] // k)
     out_shape = jax.eval_shape(lambda a: _conv(a, kernel, spec), x[:1]).shape
     n = x.shape[0] * x.shape[1] * out_shape[2] * out_shape[3]
-    # Spec section 6: BatchNorm statistics over (T, B, H, W) per channel, the biased variance
+    # docs/method.md §6: BatchNorm statistics over (T, B, H, W) per channel, the biased variance
     # as flax's BatchNorm computes it (mean of squares minus squared mean, clipped at 0).
     mean = s1 / n
     var = jnp.maximum(0.0, s2 / n - jnp.square(mean))
@@ -95,12 +96,12 @@ def _forward(x, kernel, scale, bias, step_scale, statics):
 
     def run(u, inputs):
         xc, pc = inputs
-        # Section 6: gamma * (z - mean) / sqrt(var + eps) + beta, in flax's order of operations
+        # §6: gamma * (z - mean) / sqrt(var + eps) + beta, in flax's order of operations
         # (the backward recomputes it the same way, so the recomputed spikes are identical).
         y = (_conv(xc, kernel, spec) - mean) * mul + bias
         if pc is not None:
             y = y * _steps(pc)  # TEBN: step t times p_t
-        s, _, u_end = spiking._lif_forward(y, tau, v_threshold, 1, u0=u)  # Eq. 1-2
+        s, _, u_end = spiking.lif_forward(y, tau, v_threshold, 1, u0=u)  # Eq. 1-2
         return u_end, (s, u)
 
     u0 = jnp.zeros(out_shape[1:], x.dtype)
@@ -140,8 +141,8 @@ def _unit_bwd(statics, res, cts):
         xhat = (z - mean) * rstd
         y = (z - mean) * mul + bias  # exactly as in the forward pass
         yp = y if pc is None else y * _steps(pc)
-        _, charged, _ = spiking._lif_forward(yp, tau, v_threshold, 1, u0=u_start)
-        g_yp, g_u = spiking._lif_backward(  # Eq. 1-2 backward, membrane carried across chunks
+        _, charged, _ = spiking.lif_forward(yp, tau, v_threshold, 1, u0=u_start)
+        g_yp, g_u = spiking.lif_backward(  # Eq. 1-2 backward, membrane carried across chunks
             tau, v_threshold, surrogate, detach_reset, 1, charged, g_s, None, g_u
         )
         if pc is None:
@@ -167,7 +168,7 @@ def _unit_bwd(statics, res, cts):
         xc, g_yc = inputs
         z, vjp = jax.vjp(lambda a, w: _conv(a, w, spec), xc, kernel)
         xhat = (z - mean) * rstd
-        # BatchNorm's input gradient through the batch statistics (section 6 differentiated).
+        # BatchNorm's input gradient through the batch statistics (§6 differentiated).
         g_z = rstd * (g_yc * scale - mean_g - xhat * mean_gx)
         g_x, g_k = vjp(g_z.astype(z.dtype))
         return d_kernel + g_k, g_x
@@ -197,6 +198,7 @@ def conv_norm_lif(
     surrogate: spiking.Surrogate,
     detach_reset: bool,
     steps_per_chunk: int | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> tuple[Array, Array, Array]:
     """``LIF(BN(conv(x)))`` with batch statistics, a few time steps at a time.
 
@@ -205,10 +207,12 @@ def conv_norm_lif(
       kernel: ``[k, k, Cin, Cout]``.
       scale, bias: BatchNorm's ``[Cout]`` parameters.
       step_scale: TEBN's per-step scales ``[T]``, or None.
-      strides, padding, algorithm: the convolution's (``layers.Conv``).
+      strides, padding, algorithm: the convolution's (``conv.conv_general_dilated``).
       epsilon: BatchNorm's epsilon.
       tau, v_threshold, surrogate, detach_reset: the LIF's (Python numbers).
-      steps_per_chunk: ``Tc`` (a divisor of T); default from ``CHUNK_BYTES``.
+      steps_per_chunk: ``Tc`` (a divisor of T); default from ``chunk_bytes``.
+      chunk_bytes: bytes of one chunk's conv output (float32), when ``steps_per_chunk`` is
+        None.
 
     Returns:
       ``(spikes [T, B, H', W', Cout], batch mean [Cout], batch variance [Cout])``; the
@@ -217,7 +221,7 @@ def conv_norm_lif(
     num_steps = x.shape[0]
     out = jax.eval_shape(lambda a: _conv(a, kernel, (strides, padding, algorithm)), x[:1])
     if steps_per_chunk is None:
-        steps_per_chunk = chunk_steps(num_steps, out.size * 4)
+        steps_per_chunk = chunk_steps(num_steps, out.size * 4, chunk_bytes)
     if num_steps % steps_per_chunk:
         raise ValueError(f"steps_per_chunk={steps_per_chunk} does not divide T={num_steps}.")
     statics = (

@@ -1,4 +1,4 @@
-"""3x3 stride-1 convolution by Winograd's minimal filtering, F(2x2, 3x3) (performance, issue 6).
+"""3x3 stride-1 convolution by Winograd's minimal filtering, F(2x2, 3x3).
 
 Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (CVPR 2016). For each 2x2
 output tile and 4x4 input tile ``d`` (stride 2, overlapping by 2)::
@@ -21,16 +21,19 @@ Everything runs over chunks of the batch (``lax.map`` / ``lax.scan``) so that th
 tiles (4x the input) stay small; the only residual kept for the backward pass is the input.
 
 Exact in real arithmetic; in fp32 the result differs from the direct convolution by rounding
-(relative error ~1e-6, checked in ``tests/test_perf_equivalence.py``).
+(relative error ~1e-6, checked in ``tests/test_perf_equivalence.py``). Products accumulate in
+``promote_types(dtype, float32)``: float32 for float32/bfloat16 operands, float64 for float64.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tks_jax.models import chunking
+from tks_jax.models.kernels import chunking
 
 Array = jax.Array
 
@@ -40,7 +43,7 @@ BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.fl
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float32)
 AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)
 
-# Bytes of one chunk's transformed input tiles (16 * tiles * Cin floats).
+# Default bytes of one chunk's transformed input tiles (16 * tiles * Cin floats).
 CHUNK_BYTES = 16 * 2**20
 
 
@@ -49,11 +52,11 @@ def _bt_1d(r0, r1, r2, r3):
     return (r0 - r2, r1 + r2, r2 - r1, r1 - r3)
 
 
-def _input_tiles(x: Array) -> tuple[list[Array], tuple[int, int, int]]:
+def input_tiles(x: Array) -> tuple[list[Array], tuple[int, int, int]]:
     """``V = B^T d B`` for every 4x4 tile of the zero-padded input: 16 arrays ``[n*P*Q, C]``.
 
     Kept as 16 separate arrays: stacking them into one ``[16, ...]`` array makes XLA:CPU emit
-    a concatenate fusion 5-10x slower than the transform itself (measured, 16x32x32x128).
+    a concatenate fusion much slower than the transform itself.
     """
     n, h, w, c = x.shape
     p, q = -(-h // 2), -(-w // 2)
@@ -65,7 +68,7 @@ def _input_tiles(x: Array) -> tuple[list[Array], tuple[int, int, int]]:
     return [t.reshape(n * p * q, c) for t in tiles], (n, p, q)
 
 
-def _output_tiles(m: list[Array], n: int, p: int, q: int, h: int, w: int) -> Array:
+def output_tiles(m: list[Array], n: int, p: int, q: int, h: int, w: int) -> Array:
     """``Y = A^T M A`` for every tile (16 arrays ``[n*P*Q, O]``), assembled into
     ``[n, h, w, O]``."""
     cout = m[0].shape[-1]
@@ -78,7 +81,7 @@ def _output_tiles(m: list[Array], n: int, p: int, q: int, h: int, w: int) -> Arr
     return y[:, :h, :w]
 
 
-def _grad_tiles(g: Array) -> list[Array]:
+def grad_tiles(g: Array) -> list[Array]:
     """``A dY A^T`` for every 2x2 output-gradient tile: 16 arrays ``[n*P*Q, O]``."""
     n, h, w, o = g.shape
     p, q = -(-h // 2), -(-w // 2)
@@ -102,8 +105,8 @@ def _gt_1d(d0, d1, d2, d3):
     return (d0 + 0.5 * (d1 + d2), 0.5 * (d1 - d2), 0.5 * (d1 + d2) + d3)
 
 
-def _weight_tiles(w: Array) -> list[Array]:
-    """``U = G w G^T``: 16 arrays ``[Cin, Cout]`` (additions; an einsum with G runs 10x
+def weight_tiles(w: Array) -> list[Array]:
+    """``U = G w G^T``: 16 arrays ``[Cin, Cout]`` (additions; an einsum with G runs
     slower on XLA:CPU)."""
     tiles = []
     for r in _g_1d(w[0], w[1], w[2]):  # each [3, Cin, Cout]
@@ -111,7 +114,7 @@ def _weight_tiles(w: Array) -> list[Array]:
     return tiles
 
 
-def _weight_from_tiles(du: list[Array]) -> Array:
+def weight_from_tiles(du: list[Array]) -> Array:
     """``dw = G^T dU G`` from the 16 tile gradients ``[Cin, Cout]``: ``[3, 3, Cin, Cout]``."""
     rows = _gt_1d(*(jnp.stack(du[4 * u : 4 * u + 4]) for u in range(4)))  # each [4, Ci, Co]
     return jnp.stack([jnp.stack(_gt_1d(r[0], r[1], r[2], r[3])) for r in rows])
@@ -119,25 +122,26 @@ def _weight_from_tiles(du: list[Array]) -> Array:
 
 def _mm(a: Array, b: Array, contract_a: int, contract_b: int) -> Array:
     return jax.lax.dot_general(
-        a, b, (((contract_a,), (contract_b,)), ((), ())), preferred_element_type=jnp.float32
+        a, b, (((contract_a,), (contract_b,)), ((), ())),
+        preferred_element_type=jnp.promote_types(a.dtype, jnp.float32),
     )
 
 
 def _tile_bytes(x: Array) -> int:
     _, h, w, c = x.shape
-    return 16 * (-(-h // 2)) * (-(-w // 2)) * c * 4
+    return 16 * (-(-h // 2)) * (-(-w // 2)) * c * max(4, x.dtype.itemsize)
 
 
-def _forward(x: Array, u: list[Array], transpose_u: bool = False) -> Array:
+def _forward(x: Array, u: list[Array], chunk_bytes: int, transpose_u: bool = False) -> Array:
     """The convolution of ``x`` with the kernel whose tiles are ``u`` (``[Cin, Cout]``, or
     ``[Cout, Cin]`` with ``transpose_u``: the input gradient, without transposing weights)."""
     n, h, w, _ = x.shape
-    chunk = chunking.chunk_size(n, _tile_bytes(x), CHUNK_BYTES)
+    chunk = chunking.chunk_size(n, _tile_bytes(x), chunk_bytes)
 
     def one(xc):
-        v, (nc, p, q) = _input_tiles(xc)
+        v, (nc, p, q) = input_tiles(xc)
         m = [_mm(v[k], u[k], 1, 1 if transpose_u else 0) for k in range(16)]
-        return _output_tiles(m, nc, p, q, h, w).astype(x.dtype)
+        return output_tiles(m, nc, p, q, h, w).astype(x.dtype)
 
     if chunk == n:
         return one(x)
@@ -145,40 +149,57 @@ def _forward(x: Array, u: list[Array], transpose_u: bool = False) -> Array:
     return y.reshape((n,) + y.shape[2:])
 
 
-def _weight_grad(x: Array, g: Array) -> Array:
-    chunk = chunking.chunk_size(x.shape[0], _tile_bytes(x) + _tile_bytes(g), CHUNK_BYTES)
+def _weight_grad(x: Array, g: Array, chunk_bytes: int) -> Array:
+    chunk = chunking.chunk_size(x.shape[0], _tile_bytes(x) + _tile_bytes(g), chunk_bytes)
 
     def one(xc, gc):
-        v, _ = _input_tiles(xc)
-        gt = _grad_tiles(gc)
+        v, _ = input_tiles(xc)
+        gt = grad_tiles(gc)
         return [_mm(v[k], gt[k], 0, 0) for k in range(16)]  # dU[k] = V[k]^T A g A^T [k]
 
-    return _weight_from_tiles(chunking.sum_over_chunks(one, (x, g), chunk))
+    return weight_from_tiles(chunking.sum_over_chunks(one, (x, g), chunk))
 
 
-@jax.custom_vjp
-def conv3x3(x: Array, w: Array) -> Array:
+def conv3x3(x: Array, w: Array, *, chunk_bytes: int = CHUNK_BYTES) -> Array:
     """3x3 convolution, stride 1, zero padding 1 ("SAME"), NHWC input, HWIO kernel.
 
     Equals ``lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
-    dimension_numbers=("NHWC", "HWIO", "NHWC"))`` up to fp32 rounding; any H and W.
+    dimension_numbers=("NHWC", "HWIO", "NHWC"))`` up to rounding; any H and W. Both
+    gradients are Winograd too.
+
+    Args:
+      x: ``[N, H, W, C]``.
+      w: ``[3, 3, C, O]``.
+      chunk_bytes: bytes of one chunk of transformed tiles; the batch is processed in the
+        largest chunks within this budget (a memory bound, same result).
+
+    Returns:
+      ``[N, H, W, O]`` in the dtype of ``x``.
+
+    Raises:
+      ValueError: other kernel sizes or mismatched channels.
     """
     if w.shape[:2] != (3, 3) or x.ndim != 4 or x.shape[-1] != w.shape[2]:
         raise ValueError(
             f"conv3x3 needs x [N, H, W, C] and w [3, 3, C, O]; got {x.shape} and {w.shape}"
         )
-    return _forward(x, _weight_tiles(w))
+    return _conv3x3(x, w, int(chunk_bytes))
 
 
-def _conv3x3_fwd(x, w):
-    return conv3x3(x, w), (x, w)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv3x3(x: Array, w: Array, chunk_bytes: int) -> Array:
+    return _forward(x, weight_tiles(w), chunk_bytes)
 
 
-def _conv3x3_bwd(res, g):
+def _conv3x3_fwd(x, w, chunk_bytes):
+    return _conv3x3(x, w, chunk_bytes), (x, w)
+
+
+def _conv3x3_bwd(chunk_bytes, res, g):
     x, w = res
-    dx = _forward(g, _weight_tiles(w[::-1, ::-1]), transpose_u=True).astype(x.dtype)
-    dw = _weight_grad(x, g).astype(w.dtype)
+    dx = _forward(g, weight_tiles(w[::-1, ::-1]), chunk_bytes, transpose_u=True).astype(x.dtype)
+    dw = _weight_grad(x, g, chunk_bytes).astype(w.dtype)
     return dx, dw
 
 
-conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+_conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)

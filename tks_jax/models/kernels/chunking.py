@@ -1,7 +1,7 @@
-"""Splitting a leading axis into equal chunks under a memory budget (performance, issue 6).
+"""Splitting a leading axis into equal chunks under a memory budget.
 
-Shared by the im2col weight gradient (``layers``), the Winograd convolution (``winograd``) and
-the chunked conv-norm-LIF unit (``chunked``).
+Shared by the im2col weight gradient (``kernels.conv``), the Winograd convolution
+(``kernels.winograd``) and the chunked conv-norm-LIF unit (``kernels.conv_norm_lif``).
 """
 
 from __future__ import annotations
