@@ -1,4 +1,4 @@
-"""Framework-free description of the two benchmarked architectures (spec section 7).
+"""Framework-free description of the two benchmarked architectures (docs/method.md §7).
 
 Both sides of the benchmark (tks-jax and the SpikingJelly peer in ``benchmarks/peers``) import
 this file, so that they build the same layers, and so that parameter counts and FLOP counts
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 
-# Input shape (H, W, C) and number of steps of each benchmarked model (spec section 7).
+# Input shape (H, W, C) and number of steps of each benchmarked model (docs/method.md §7).
 INPUTS = {"vgg_snn": ((48, 48, 2), 10), "resnet19": ((32, 32, 3), 4)}
 NUM_CLASSES = 10
 

@@ -3,7 +3,7 @@
 Autodiff of ``flax.linen.BatchNorm`` keeps several full-size arrays alive until the backward
 (the centred input, the normalised input, ...). The backward below needs only ``x`` and the
 per-channel mean and inverse standard deviation; ``x_hat`` is recomputed. Statistics over all
-axes but the last (the folded ``T*B*H*W`` batch: tdBN, spec section 6).
+axes but the last (the folded ``T*B*H*W`` batch: tdBN, docs/method.md §6).
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ def build_step(cfg: dict[str, Any]):
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
 
     if cfg["mode"] == "train":
-        # AdamW, weight decay only on kernels (spec section 9).
+        # AdamW, weight decay only on kernels (docs/method.md §9).
         tx = optax.adamw(
             6.25e-4, weight_decay=0.01, mask=lambda p: jax.tree.map(lambda a: a.ndim > 1, p)
         )

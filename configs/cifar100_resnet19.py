@@ -5,7 +5,7 @@ Command:
   (ablation rows: add --config.loss.name=baseline | ls | tet)
   CPU smoke run: add --config.smoke=True (needs the prepared data set or tfds mock data).
 
-  Paper (spec section 11, top-1 / AURC x1000 per loss):
+  Paper (docs/method.md §11, top-1 / AURC x1000 per loss):
   baseline  top-1 76.78 %, AURC x1000 78.27
   ls        top-1 76.77 %, AURC x1000 71.96
   tet       top-1 78.9 %, AURC x1000 65.28
@@ -25,11 +25,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         experiment="cifar100_resnet19",
         dataset="cifar100",
         model="resnet19",
-        num_steps=4,  # T (spec section 11)
+        num_steps=4,  # T (docs/method.md §11)
         num_classes_hint=100,
-        temperature=3.0,  # tau_kd for CIFAR (spec section 4)
-        peak=0.7,  # static images (spec section 4)
-        norm="tdbn",  # spec section 6
+        temperature=3.0,  # tau_kd for CIFAR (docs/method.md §4)
+        peak=0.7,  # static images (docs/method.md §4)
+        norm="tdbn",  # docs/method.md §6
         paper=paper_row(
             baseline=(76.78, 78.27),
             ls=(76.77, 71.96),

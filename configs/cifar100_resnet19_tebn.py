@@ -5,8 +5,8 @@ Command:
   (ablation rows: add --config.loss.name=baseline | ls | tet)
   CPU smoke run: add --config.smoke=True (needs the prepared data set or tfds mock data).
 
-  The paper's "TKS*" row (most likely this TEBN variant, spec section 6) is not in
-  spec section 11; the tdBN rows for comparison:
+  The paper's "TKS*" row (most likely this TEBN variant, docs/method.md §6) is not in
+  docs/method.md §11; the tdBN rows for comparison:
   baseline  top-1 76.78 %, AURC x1000 78.27
   ls        top-1 76.77 %, AURC x1000 71.96
   tet       top-1 78.9 %, AURC x1000 65.28
@@ -26,11 +26,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         experiment="cifar100_resnet19_tebn",
         dataset="cifar100",
         model="resnet19",
-        num_steps=4,  # T (spec section 11)
+        num_steps=4,  # T (docs/method.md §11)
         num_classes_hint=100,
-        temperature=3.0,  # tau_kd for CIFAR (spec section 4)
-        peak=0.7,  # static images (spec section 4)
-        norm="tebn",  # spec section 6; TEBN per-step scales sized from num_steps
+        temperature=3.0,  # tau_kd for CIFAR (docs/method.md §4)
+        peak=0.7,  # static images (docs/method.md §4)
+        norm="tebn",  # docs/method.md §6; TEBN per-step scales sized from num_steps
         paper={},
     )
     return apply_arg(config, arg)

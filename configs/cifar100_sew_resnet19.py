@@ -5,7 +5,7 @@ Command:
   (ablation rows: add --config.loss.name=baseline | ls | tet)
   CPU smoke run: add --config.smoke=True (needs the prepared data set or tfds mock data).
 
-  Paper (spec section 11, top-1 / AURC x1000 per loss):
+  Paper (docs/method.md §11, top-1 / AURC x1000 per loss):
   baseline  top-1 78.35 %, AURC x1000 67.55
   ls        top-1 79.39 %, AURC x1000 63.43
   tet       top-1 79.53 %, AURC x1000 58.93
@@ -25,11 +25,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         experiment="cifar100_sew_resnet19",
         dataset="cifar100",
         model="sew_resnet19",
-        num_steps=4,  # T (spec section 11)
+        num_steps=4,  # T (docs/method.md §11)
         num_classes_hint=100,
-        temperature=3.0,  # tau_kd for CIFAR (spec section 4)
-        peak=0.7,  # static images (spec section 4)
-        norm="bn",  # spec section 6
+        temperature=3.0,  # tau_kd for CIFAR (docs/method.md §4)
+        peak=0.7,  # static images (docs/method.md §4)
+        norm="bn",  # docs/method.md §6
         paper=paper_row(
             baseline=(78.35, 67.55),
             ls=(79.39, 63.43),

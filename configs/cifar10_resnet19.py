@@ -5,7 +5,7 @@ Command:
   (ablation rows: add --config.loss.name=baseline | ls | tet)
   CPU smoke run: add --config.smoke=True (needs the prepared data set or tfds mock data).
 
-  Paper (spec section 11, top-1 / AURC x1000 per loss):
+  Paper (docs/method.md §11, top-1 / AURC x1000 per loss):
   baseline  top-1 95.76 %, AURC x1000 4.1
   ls        top-1 95.99 %, AURC x1000 6.6
   tet       top-1 96.14 %, AURC x1000 3.64
@@ -25,11 +25,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         experiment="cifar10_resnet19",
         dataset="cifar10",
         model="resnet19",
-        num_steps=4,  # T (spec section 11)
+        num_steps=4,  # T (docs/method.md §11)
         num_classes_hint=10,
-        temperature=3.0,  # tau_kd for CIFAR (spec section 4)
-        peak=0.7,  # static images (spec section 4)
-        norm="tdbn",  # spec section 6
+        temperature=3.0,  # tau_kd for CIFAR (docs/method.md §4)
+        peak=0.7,  # static images (docs/method.md §4)
+        norm="tdbn",  # docs/method.md §6
         paper=paper_row(
             baseline=(95.76, 4.1),
             ls=(95.99, 6.6),

@@ -5,7 +5,7 @@ Command:
   (ablation rows: add --config.loss.name=baseline | ls | tet)
   CPU smoke run: add --config.smoke=True (needs the prepared data set or tfds mock data).
 
-  Paper (spec section 11, top-1 / AURC x1000 per loss):
+  Paper (docs/method.md §11, top-1 / AURC x1000 per loss):
   baseline  top-1 96.54 %, AURC x1000 3.5
   ls        top-1 96.54 %, AURC x1000 8.44
   tet       top-1 96.41 %, AURC x1000 3.59
@@ -25,11 +25,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         experiment="cifar10_sew_resnet19",
         dataset="cifar10",
         model="sew_resnet19",
-        num_steps=4,  # T (spec section 11)
+        num_steps=4,  # T (docs/method.md §11)
         num_classes_hint=10,
-        temperature=3.0,  # tau_kd for CIFAR (spec section 4)
-        peak=0.7,  # static images (spec section 4)
-        norm="bn",  # spec section 6
+        temperature=3.0,  # tau_kd for CIFAR (docs/method.md §4)
+        peak=0.7,  # static images (docs/method.md §4)
+        norm="bn",  # docs/method.md §6
         paper=paper_row(
             baseline=(96.54, 3.5),
             ls=(96.54, 8.44),

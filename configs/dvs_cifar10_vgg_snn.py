@@ -41,7 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     # TET's own event-data script uses lamb = 1e-4; we keep the spec's (choice) 1e-3.
     config.loss.lamb = 1e-3
-    # Events -> frames (docs/data.md): equal-duration time bins (docs/method.md §8; 'authors':
+    # Events -> frames (docs/data.md): equal-duration time bins (docs/method.md §13; 'authors':
     # their tonic fork's bins) on the fixed 128 x 128 DVS128 frame (as the authors).
     config.data.event_frames = ml_collections.ConfigDict({"binning": "equal", "extent": "sensor"})
     return apply_arg(config, arg)

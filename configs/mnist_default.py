@@ -27,8 +27,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         model="vgg_snn",  # the paper's event model, narrowed; 28x28 pools down to 1x1
         num_steps=4,  # T
         num_classes_hint=10,
-        temperature=3.0,  # tau_kd of the static-image experiments (spec section 4)
-        peak=0.7,  # static images (spec section 4)
+        temperature=3.0,  # tau_kd of the static-image experiments (docs/method.md §4)
+        peak=0.7,  # static images (docs/method.md §4)
         norm="tdbn",
         smoke_width=0.125,
     )

@@ -38,7 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     # TET's own event-data script uses lamb = 1e-4; we keep the spec's (choice) 1e-3.
     config.loss.lamb = 1e-3
-    # Events -> frames (docs/data.md): equal-duration time bins (docs/method.md §8; 'authors':
+    # Events -> frames (docs/data.md): equal-duration time bins (docs/method.md §13; 'authors':
     # their tonic fork's bins) on each recording's own extent (as the authors; 'sensor': the
     # fixed 180 x 240 frame).
     config.data.event_frames = ml_collections.ConfigDict(

@@ -61,7 +61,7 @@ def _family(name):
 
 @pytest.mark.parametrize("name", PAPER)
 def test_paper_settings(name):
-    """Spec sections 4 and 9: tau_kd, lambda peak, T and the optimiser per data family."""
+    """docs/method.md §4 and §9: tau_kd, lambda peak, T and the optimiser per data family."""
     c = _get(name)
     family = _family(name)
     temperature, peak, t = {"event": (5.0, 0.3, 10), "imagenet": (1.0, 0.7, 4),
@@ -82,7 +82,7 @@ def test_paper_settings(name):
 
 
 def test_paper_numbers_in_configs():
-    # Spec section 11, copied by hand.
+    # docs/method.md §11, copied by hand.
     assert _get("cifar10_resnet19").paper.tks.to_dict() == {"top1": 96.35, "aurc": 2.76}
     assert _get("cifar100_sew_resnet19").paper.baseline.to_dict() == {"top1": 78.35,
                                                                       "aurc": 67.55}

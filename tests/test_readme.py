@@ -13,7 +13,7 @@ def test_readme_python_example_runs():
     assert blocks, "README.md lost its ```python usage example"
     namespace: dict = {}
     exec(compile(blocks[0], str(README), "exec"), namespace)
-    # The example's lam is the per-epoch ramp of spec section 4: peak * epoch / num_epochs.
+    # The example's lam is the per-epoch ramp of docs/method.md §4: peak * epoch / num_epochs.
     np.testing.assert_allclose(namespace["lam"], 0.7 * 100 / 600)
     teacher = np.asarray(namespace["teacher"])
     assert teacher.shape == (32, 10)

@@ -46,7 +46,7 @@ def test_two_epochs_compile_once_with_epoch_schedules(straight_run):
     workdir, result, seen, _ = straight_run
     assert result["step"] == 4 and not result["preempted"]
     assert result["train_step_traces"] == 1  # lam changed at the epoch boundary: no retrace
-    # lam(epoch) = 0.7 * epoch / 2 (spec section 4), constant within an epoch.
+    # lam(epoch) = 0.7 * epoch / 2 (docs/method.md §4), constant within an epoch.
     assert [s[2] for s in seen] == pytest.approx([0.0, 0.0, 0.35, 0.35])
     # Per-epoch cosine without warm-up: lr(e) = min + (peak - min)(1 + cos(pi e / 2)) / 2,
     # peak = 0.032 * 8 / 1024 (linear scaling rule).

@@ -1,4 +1,4 @@
-"""Learning-rate schedule and weight-decay mask (spec section 9), against hand formulas."""
+"""Learning-rate schedule and weight-decay mask (docs/method.md §9), against hand formulas."""
 
 import math
 

@@ -3,7 +3,7 @@
 The zoo's networks are causal: the logits of step k depend on the inputs of steps 1..k only. So
 a per-sample stopping rule can be evaluated exactly from stored per-step logits ``[T, B, C]``,
 and the same rule runs online in ``tks_jax.inference`` (one step at a time). Method:
-``docs/method.md`` §12 (anytime inference, the exit rule and its calibration).
+``docs/method.md`` §14 (anytime inference, the exit rule and its calibration).
 
 Exit rule (``predict``): sample b stops at the first k (1-based) whose running mean of the first
 k logits ``m_k = (z_1 + ... + z_k) / k`` has confidence ``c(m_k) >= threshold``, else at T; its

@@ -5,7 +5,7 @@ per-step logits and per-step costs of the run's validation split (``data.validat
 carved from training data and excluded from training) and of its evaluation split are
 collected; ``anytime.calibrate`` picks the threshold on validation; the test split reports the
 exit rule's accuracy, mean / median / p90 / p99 steps and energy per image, next to the fixed-k
-rule (``docs/method.md`` §12).
+rule (``docs/method.md`` §14).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What inference costs: synaptic operations, dense MACs and an energy estimate, per step and image.
 
-Method: ``docs/method.md`` §12 (anytime inference and its cost). Every ``layers.Conv`` and
+Method: ``docs/method.md`` §14 (anytime inference and its cost). Every ``layers.Conv`` and
 ``layers.Linear`` of a model is counted from the input it actually receives (captured with
 ``flax.linen.intercept_methods``, so models need no counters of their own):
 

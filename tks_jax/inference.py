@@ -1,6 +1,6 @@
 """Streaming inference: run a zoo model one time step at a time, carrying its state.
 
-Method: ``docs/method.md`` §12 (anytime inference). The networks are causal, so stepping
+Method: ``docs/method.md`` §14 (anytime inference). The networks are causal, so stepping
 ``step`` T times gives the per-step logits of ``model.apply(variables, x, num_steps=T,
 train=False)``, one step at a time, and a deployment can stop each sample as soon as
 ``tks_jax.anytime``'s exit rule is met. Usage::

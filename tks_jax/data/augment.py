@@ -4,7 +4,7 @@ Every function takes one image (uint8 ``[H, W, C]`` unless stated) and, if rando
 ``np.random.Generator`` that grain hands to a ``RandomMap`` transform, so a pipeline is
 deterministic for a seed. The pixel operations of RandAugment are Pillow's (``ImageOps``,
 ``ImageEnhance``, affine ``Image.transform``); this module holds the policy (which op, how
-strong) and the crops, flips and erasing of spec section 8.
+strong) and the crops, flips and erasing of docs/method.md §8.
 
 References:
     RandAugment: Cubuk et al., "RandAugment: Practical automated data augmentation with a reduced

@@ -6,7 +6,7 @@ records (dicts of ``t``, ``x``, ``y``, ``p`` arrays) and the file readers are de
 authors' pipeline (BrainCog's ``get_dvsc10_data`` / ``get_NCALTECH101_data`` with their tonic
 fork) and why.
 
-Time bins (docs/method.md §8), ``binning=``:
+Time bins (docs/method.md §13), ``binning=``:
 
 - ``'equal'`` (default): ``T`` bins of equal duration over ``[t_first, t_last]``
   (``t_first = min t``, ``t_last = max t``). Event ``t`` goes to bin
@@ -93,7 +93,7 @@ def events_to_frames(
     *,
     binning: str = "equal",
 ) -> np.ndarray:
-    """Counts events in ``num_steps`` time bins on a fixed frame (docs/method.md §8).
+    """Counts events in ``num_steps`` time bins on a fixed frame (docs/method.md §13).
 
     See the module docstring for the two binning rules. Events outside the frame are dropped.
 

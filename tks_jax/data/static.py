@@ -1,4 +1,4 @@
-"""Static image datasets: tfds names, statistics and the per-example transforms of spec section 8.
+"""Static image datasets: tfds names, statistics and per-example transforms (docs/method.md §8).
 
 The datasets are read through ``tfds.data_source`` (array_record, no TensorFlow). They are
 prepared once by ``python -m tks_jax.data.prepare <name> --data_dir DIR`` (which needs the
@@ -136,7 +136,7 @@ class StaticEval(grain.transforms.Map):
 
 @dataclasses.dataclass
 class StaticTrain(grain.transforms.RandomMap):
-    """Training transform of spec section 8 (see module docstring); rng from grain."""
+    """Training transform of docs/method.md §8 (see module docstring); rng from grain."""
 
     spec: StaticDatasetSpec
     rand_augment: augment.RandAugment | None = dataclasses.field(

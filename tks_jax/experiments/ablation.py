@@ -2,7 +2,7 @@
 
     python -m tks_jax.experiments.ablation --out results/ablation --budget full [--jobs 2]
 
-Runs (spec sections 10-11; every run is ``train_and_evaluate`` on ``configs/ablation.py``):
+Runs (docs/method.md §10-11; every run is ``train_and_evaluate`` on ``configs/ablation.py``):
 
 - ``main``: losses baseline, ls, tet, tks x settings ``mnist`` (static, T = 4) and
   ``nmnist_synth`` (simulated N-MNIST, T = 10) x seeds 0, 1, 2.
@@ -62,7 +62,7 @@ BUDGETS = ("full", "quick", "smoke")
 SEEDS = (0, 1, 2)
 SWEEP_STEPS = (1, 2, 4, 6, 8, 10)
 SWEEP_LOSSES = ("baseline", "tks")
-# The settings of each study and their training T (spec section 11: static T = 4, events T = 10).
+# The settings of each study and their training T (docs/method.md §11: static T = 4, events T = 10).
 STUDY_SETTINGS = {"main": ("mnist", "nmnist_synth"), "hard": ("mnist_hard",),
                   "sweep": ("nmnist_synth",)}
 DEFAULT_T = {"mnist": 4, "mnist_hard": 4, "nmnist_synth": 10}
@@ -193,7 +193,7 @@ def penultimate_features(model, variables: dict, images, *, num_steps: int):
     """Inputs of the read-out layer and the logits, from one forward pass in inference mode.
 
     The read-out is the last ``tks_jax.models.layers.Linear`` the model calls (the classifier of
-    spec section 3, applied to every step), intercepted with ``flax.linen.intercept_methods``.
+    docs/method.md §3, applied to every step), intercepted with ``flax.linen.intercept_methods``.
 
     Args:
       model: a ``tks_jax.models`` network.

@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedule (spec section 9).
+"""Optimiser and learning-rate schedule (docs/method.md §9).
 
 AdamW with weight decay 0.01 on convolution/dense kernels only (no decay on biases,
 normalisation scales/offsets or TEBN's per-step scales); Adam with no decay for ImageNet.
@@ -29,7 +29,7 @@ def peak_learning_rate(config: ml_collections.ConfigDict) -> float:
 def make_schedule(
     config: ml_collections.ConfigDict, steps_per_epoch: int
 ) -> Callable[[jax.Array], jax.Array]:
-    """Linear warm-up then cosine decay to ``min_learning_rate`` (spec section 9).
+    """Linear warm-up then cosine decay to ``min_learning_rate`` (docs/method.md §9).
 
     With ``schedule_granularity='epoch'`` the rate is constant within an epoch and uses the
     integer epoch ``e = step // steps_per_epoch`` (timm's per-epoch ``CosineLRScheduler``):
@@ -69,7 +69,7 @@ def weight_decay_mask(params) -> object:
     """``True`` for leaves that get weight decay: conv/dense ``kernel`` arrays (ndim >= 2).
 
     Biases, BatchNorm/tdBN ``scale`` and ``bias``, and TEBN's per-step scales are excluded
-    (spec section 9: "not applied to biases and BN parameters").
+    (docs/method.md §9: "not applied to biases and normalisation parameters").
     """
 
     def decays(path, leaf) -> bool:
@@ -90,7 +90,7 @@ def make_optimizer(
             mask=weight_decay_mask,
         )
     elif opt.name == "adam":
-        # ImageNet: Adam, weight decay 0 (spec section 9).
+        # ImageNet: Adam, weight decay 0 (docs/method.md §9).
         tx = optax.adam(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps)
     elif opt.name == "sgd":
         tx = optax.chain(
