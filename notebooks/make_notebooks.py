@@ -120,12 +120,13 @@ PAPER_FIGURES = [
     new_markdown_cell("""\
 # The paper's figures on MNIST and simulated N-MNIST
 
-Drawn from the results folder of the ablation study (issue 7):
+Drawn from the results folder of the ablation study:
 
     python -m tks_jax.experiments.ablation --out results/ablation --budget full
 
 Set `TKS_RESULTS_DIR` to read another folder (the test suite uses a smoke study). Every
-number comes from `results.json`, which the command writes; figures: Fig. 3a (fewer steps at
+number comes from `results.json`, which the command writes from its per-run records
+(`runs.jsonl`); figures: Fig. 3a (fewer steps at
 test time), Fig. 3b (same T for training and test), Fig. 4 (accuracy of each step), Fig. 5
 (t-SNE of penultimate features) and the per-class accuracy of the first step (Sec. 5.4)."""),
     new_code_cell(SETUP + """
