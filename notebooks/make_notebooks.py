@@ -140,11 +140,19 @@ results = ablation.load_results(RESULTS)
 print("budget:", results["budget"], "|", len(results["runs"]), "runs |",
       f"{results['total_run_wall_s'] / 60:.1f} min of training and evaluation")
 for s in results["sessions"]:
-    print(" ", s["started"], s["machine"], f"{s['wall_s'] / 60:.1f} min", s["jobs"], "job(s)")"""),
+    print(" ", s["started"], s["machine"], f"{s['wall_s'] / 60:.1f} min", s["jobs"], "job(s)")
+# One record per run (metrics, resolved config, provenance) in runs.jsonl.
+records = ablation.read_records(RESULTS)
+print(len(records), "run records; code (commit):", ", ".join(results["code_versions"]))"""),
     new_markdown_cell("## Results table (mean ± std over seeds) and the paper's claims"),
     new_code_cell("""\
 display(Markdown(ablation.format_table(results["groups"])))
 display(Markdown(ablation.format_claims(results["claims"])))"""),
+    new_markdown_cell("## Top-1 of every seed (from the run records)"),
+    new_code_cell("""\
+for name, rec in records.items():
+    if rec["num_steps"] == ablation.DEFAULT_T[rec["setting"]]:
+        print(f"{name:28s} top-1 {100 * rec['metrics']['top1']:.2f}%")"""),
     new_markdown_cell("## Fig. 3a: trained at T, tested with the first k steps"),
     new_code_cell("fig = figures.fig_fewer_steps(results)"),
     new_markdown_cell("## Fig. 3b: the same T for training and test (simulated N-MNIST, seed 0)"),
