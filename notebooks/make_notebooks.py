@@ -46,7 +46,7 @@ print("smoke run:", SMOKE, "| workdir:", WORKDIR)"""),
 
 Two samples of three classes over T = 4 steps. Sample 0 (label 2) is right at steps 0 and 2,
 sample 1 (label 0) is right at no step. TKS builds, per sample, a teacher from the **sum** of
-the logits of the steps that are right (spec section 4, Eq. 5), softened by `temperature`, and
+the logits of the steps that are right (`docs/method.md` §4, Eq. 5), softened by `temperature`, and
 distils it into every step; a sample with no right step gets a uniform teacher."""),
     new_code_cell("""\
 import jax.numpy as jnp
