@@ -3,18 +3,23 @@
     python train.py --config configs/cifar10_resnet19.py --workdir runs/cifar10_resnet19 \
         [--config.loss.name=baseline] [--config.smoke=True]
 
-Re-running the same command resumes from the latest checkpoint in ``--workdir``. On jaxlib 0.10
-CPU, XLA's memory-minimising scheduler is switched on unless ``XLA_FLAGS`` already sets it or
+Re-running the same command resumes from the latest checkpoint in ``--workdir``. Errors the
+user can act on are printed on one line (``error: ...``) with the exit codes of
+``tks_jax.training.errors`` (README "Failure handling"): 0 finished, 2 bad command/config/
+workdir, 3 workdir in use, 4 non-finite loss, 5 no checkpoint restores, 6 disk full,
+75 preempted by SIGTERM (checkpoint saved; re-run to resume). On jaxlib 0.10 CPU, XLA's
+memory-minimising scheduler is switched on unless ``XLA_FLAGS`` already sets it or
 ``TKS_KEEP_XLA_FLAGS=1`` (``tks_jax/training/xla_env.py``).
 """
+
 
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tks_jax import report, train_lib
-from tks_jax.training import xla_env
+from tks_jax import cli, train_lib
+from tks_jax.training import errors, xla_env
 from tks_jax.training.logger import quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -29,24 +34,17 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     quiet_library_logs()
     # Before the first JAX computation: XLA reads XLA_FLAGS when it creates the backend.
-    flags = xla_env.apply_recommended_xla_flags()
-    if flags:
-        logging.info("XLA_FLAGS=%s (set %s=1 to keep yours unchanged)", flags, xla_env.OPT_OUT_ENV)
+    xla_flags = xla_env.apply_recommended_xla_flags()
+    if xla_flags:
+        logging.info("XLA_FLAGS=%s (set %s=1 to keep yours unchanged)", xla_flags,
+                     xla_env.OPT_OUT_ENV)
+    config = cli.load_config_flag(_CONFIG, sys.argv)
     try:
-        result = train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except (ValueError, FileNotFoundError, train_lib.NonFiniteLossError) as e:
-        logging.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    if result["preempted"]:
-        print(f"Stopped by SIGTERM at step {result['step']}; checkpoint saved. Re-run to resume.")
-        return 0
-    if result["report_dir"]:
-        rep = report.load_report(result["report_dir"])
-        print(report.format_markdown(rep))
-        print(f"Report: {result['report_dir']}")
-    return 0
+        result = train_lib.train_and_evaluate(config, _WORKDIR.value)
+    except errors.TrainingError as e:
+        return cli.fail(e)
+    return cli.finish(result)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

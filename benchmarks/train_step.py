@@ -176,10 +176,13 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     compiled = jitted.lower(*args).compile()
     compile_s = time.perf_counter() - t0
-    # As train.py does: the compiler's freed heap back to the OS before the steps run.
-    from tks_jax.training import host_memory
+    # As train.py does on CPU: the compiler's freed heap back to the OS before the steps run
+    # (host-side only; on a GPU the step's buffers live in device memory).
+    heap_trim = False
+    if jax.default_backend() == "cpu":
+        from tks_jax.training import host_memory
 
-    host_memory.release_freed_memory()
+        heap_trim = host_memory.release_freed_memory()
     cost = compiled.cost_analysis()
     if isinstance(cost, list):
         cost = cost[0] if cost else {}
@@ -201,6 +204,10 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
             loads.append(os.getloadavg()[0])
     median = statistics.median(times)
     model_flops = arch.flops(name, width, batch, train=(mode == "train"))
+    device = jax.devices()[0]
+    # Accelerator memory: the allocator's high-water mark of this process (None on CPU).
+    stats = device.memory_stats() or {}
+    peak_device = stats.get("peak_bytes_in_use")
     return {
         "framework": "tks_jax",
         "model": name,
@@ -223,6 +230,10 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
         "gflop_per_s": model_flops / median / 1e9,
         "xla_gflop_per_step": xla_flops / 1e9,
         "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "peak_device_mb": None if peak_device is None else round(peak_device / 2**20, 1),
+        "backend": jax.default_backend(),
+        "device_kind": device.device_kind,
+        "heap_trim": heap_trim,
         "loadavg_1m": [round(v, 2) for v in loads],
         "jax": jax.__version__,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -230,13 +241,14 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def gemm_peak(n: int = 4096, repeats: int = 5) -> dict[str, Any]:
-    """Achieved fp32 GFLOP/s of an ``n x n`` by ``n x n`` matmul in JAX (median of repeats)."""
+def gemm_peak(n: int = 4096, repeats: int = 5, dtype: str = "float32") -> dict[str, Any]:
+    """Achieved GFLOP/s of an ``n x n`` by ``n x n`` matmul in JAX (median of repeats), on
+    random data of ``dtype`` (``'float32'`` or ``'bfloat16'``)."""
     import jax
     import jax.numpy as jnp
 
-    a = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(2), (n, n), jnp.float32)
+    a = jax.random.normal(jax.random.key(1), (n, n), jnp.float32).astype(dtype)
+    b = jax.random.normal(jax.random.key(2), (n, n), jnp.float32).astype(dtype)
     f = jax.jit(jnp.matmul)
     f(a, b).block_until_ready()
     times = []
@@ -249,6 +261,8 @@ def gemm_peak(n: int = 4096, repeats: int = 5) -> dict[str, Any]:
         "framework": "tks_jax",
         "mode": "gemm",
         "n": n,
+        "dtype": dtype,
+        "device_kind": jax.devices()[0].device_kind,
         "gflop_per_s": 2.0 * n**3 / med / 1e9,
         "loadavg_1m": round(os.getloadavg()[0], 2),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -335,7 +349,10 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.single:
         cfg = json.loads(args.single)
-        rec = gemm_peak() if cfg.get("mode") == "gemm" else run_single(cfg)
+        if cfg.get("mode") == "gemm":
+            rec = gemm_peak(int(cfg.get("n", 4096)), dtype=cfg.get("dtype", "float32"))
+        else:
+            rec = run_single(cfg)
         print(json.dumps(rec))
         return
 

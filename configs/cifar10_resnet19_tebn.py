@@ -29,7 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         num_steps=4,  # T (spec section 11)
         num_classes_hint=10,
         temperature=3.0,  # tau_kd for CIFAR (spec section 4)
-        lambda_peak=0.7,  # static images (spec section 4)
+        peak=0.7,  # static images (spec section 4)
         norm="tebn",  # spec section 6; TEBN per-step scales sized from num_steps
         paper={},
     )

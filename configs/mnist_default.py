@@ -28,7 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         num_steps=4,  # T
         num_classes_hint=10,
         temperature=3.0,  # tau_kd of the static-image experiments (spec section 4)
-        lambda_peak=0.7,  # static images (spec section 4)
+        peak=0.7,  # static images (spec section 4)
         norm="tdbn",
         smoke_width=0.125,
     )

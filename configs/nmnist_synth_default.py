@@ -25,7 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         num_steps=10,  # T of the paper's event experiments (spec section 11)
         num_classes_hint=10,
         temperature=5.0,  # tau_kd for event data (spec section 4)
-        lambda_peak=0.3,  # event data (spec section 4)
+        peak=0.3,  # event data (spec section 4)
         norm="tdbn",
         smoke_width=0.125,
     )

@@ -8,11 +8,11 @@ import os
 import jax
 import ml_collections
 import pytest
-import train_testlib  # noqa: F401  (puts the repo root on sys.path for `configs`)
 
 from tks_jax.training import config_lib, optim
 
-CONFIG_DIR = os.path.join(train_testlib.REPO, "configs")
+# ``configs`` is a package of the project (pyproject), importable like ``tks_jax``.
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 NAMES = sorted(
     os.path.basename(p)[:-3] for p in glob.glob(os.path.join(CONFIG_DIR, "*.py"))
     if not os.path.basename(p).startswith(("_", "common"))
@@ -66,7 +66,7 @@ def test_paper_settings(name):
     family = _family(name)
     temperature, peak, t = {"event": (5.0, 0.3, 10), "imagenet": (1.0, 0.7, 4),
                             "static": (3.0, 0.7, 4)}[family]
-    assert (c.loss.name, c.loss.temperature, c.loss.lambda_peak, c.num_steps) == (
+    assert (c.loss.name, c.loss.temperature, c.loss.peak, c.num_steps) == (
         "tks", temperature, peak, t)
     assert c.batch_size == 128
     assert optim.peak_learning_rate(c) == pytest.approx(6.25e-4)
@@ -119,8 +119,8 @@ BAD = [
     ("eval_num_steps", -2, "eval_num_steps (T) must be an integer >= 1"),
     ("loss.temperature", 0.0, "loss.temperature must be > 0, got 0.0"),
     ("loss.temperature", -1.0, "loss.temperature must be > 0"),
-    ("loss.lambda_peak", 1.5, "loss.lambda_peak must lie in [0, 1], got 1.5"),
-    ("loss.lambda_peak", -0.1, "loss.lambda_peak must lie in [0, 1]"),
+    ("loss.peak", 1.5, "loss.peak must lie in [0, 1], got 1.5"),
+    ("loss.peak", -0.1, "loss.peak must lie in [0, 1]"),
     ("optimizer.schedule_granularity", "batch", "optimizer.schedule_granularity must be one of"),
     ("optimizer.name", "lamb", "unknown optimizer.name 'lamb'"),
     ("model.conv", "fft", "unknown model.conv 'fft'; choose one of ['auto', 'winograd', 'direct']"),
@@ -168,33 +168,40 @@ def test_config_conv_choices_are_the_models():
 
 
 def test_incompatible_workdir_refused(tmp_path):
+    from tks_jax.training import workdir as workdir_lib
+
+    def resume(c):
+        return workdir_lib.check_workdir(str(tmp_path), c)["resume"]
+
     c = _get("cifar10_resnet19")
-    assert not config_lib.check_workdir(str(tmp_path), c)  # empty: a new run
+    assert not resume(c)  # empty: a new run
     (tmp_path / "config.json").write_text(json.dumps(c.to_dict()))
+    assert not resume(c)  # same config, no checkpoint yet: a new run
     c.loss.temperature = 2.0
-    assert not config_lib.check_workdir(str(tmp_path), c)  # no checkpoint yet: a new run
+    with pytest.raises(ValueError, match="loss.temperature"):  # artefacts of another run
+        resume(c)
     c.loss.temperature = 3.0
     (tmp_path / "checkpoints" / "10").mkdir(parents=True)
-    assert config_lib.check_workdir(str(tmp_path), c)  # same config: resume
+    assert resume(c)  # same config: resume
     c.log_every_steps = 7  # runtime keys may change on resume
-    assert config_lib.check_workdir(str(tmp_path), c)
+    assert resume(c)
     # How the model computes may change too (same parameters, same maths): remat to fit a
     # smaller machine, the conv algorithm, or a run saved before model.conv existed.
     old = c.to_dict()
     del old["model"]["conv"]
     (tmp_path / "config.json").write_text(json.dumps(old))
     c.model.remat, c.model.conv = True, "direct"
-    assert config_lib.check_workdir(str(tmp_path), c)
+    assert resume(c)
     c.loss.temperature = 2.0
     with pytest.raises(ValueError, match=r"incompatible config \(loss.temperature: 3.0 -> 2.0\)"
                                          r".*--config.overwrite=True"):
-        config_lib.check_workdir(str(tmp_path), c)
+        resume(c)
     c.overwrite = True
-    assert not config_lib.check_workdir(str(tmp_path), c)  # overwrite: start afresh
+    assert not resume(c)  # overwrite: start afresh
     c.overwrite = False
     (tmp_path / "config.json").unlink()  # checkpoints of an unknown config are not discarded
-    with pytest.raises(ValueError, match="holds checkpoints but no config.json"):
-        config_lib.check_workdir(str(tmp_path), c)
+    with pytest.raises(ValueError, match="holds run files .checkpoints. but no config.json"):
+        resume(c)
 
 
 def test_smoke_arg_and_unknown_arg():

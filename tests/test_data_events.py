@@ -1,106 +1,9 @@
-"""Event readers against files written here in the real formats; binning, resize, augmentation."""
+"""Events -> frames against references written here: both binnings, extent, resize, augmentation."""
 
 import numpy as np
 import pytest
 
 from tks_jax.data import events as ev
-
-# ---------------------------------------------------------------------------------------------
-# Writers of the original binary formats, written from the format descriptions.
-
-
-def _aedat2_bytes(sensor_x, sensor_y, raw_pol, ts, header=(b"#!AER-DAT2.0", b"# made in a test")):
-    addr = (np.asarray(sensor_y, np.uint32) << 8) | (np.asarray(sensor_x, np.uint32) << 1)
-    addr |= np.asarray(raw_pol, np.uint32)
-    body = b"".join(
-        int(a).to_bytes(4, "big") + int(t).to_bytes(4, "big") for a, t in zip(addr, ts, strict=True)
-    )
-    return b"".join(line + b"\r\n" for line in header) + body
-
-
-def _atis_bytes(x, y, p, ts):
-    out = bytearray()
-    for xi, yi, pi, ti in zip(x, y, p, ts, strict=True):
-        word = (int(xi) << 32) | (int(yi) << 24) | (int(pi) << 23) | int(ti)
-        out += word.to_bytes(5, "big")
-    return bytes(out)
-
-
-def test_aedat2_reader_decodes_known_events(tmp_path):
-    sensor_x = [0, 127, 5, 64]
-    sensor_y = [0, 3, 127, 10]
-    raw_pol = [0, 1, 1, 0]
-    ts = [100, 200, 200, 4_000_000_000]
-    path = tmp_path / "cifar10_cat_0.aedat"
-    path.write_bytes(_aedat2_bytes(sensor_x, sensor_y, raw_pol, ts))
-    e = ev.read_aedat2(path)
-    # Authors' mapping: x = 127 - sensor_y, y = 127 - sensor_x, p = 1 - raw bit.
-    np.testing.assert_array_equal(e["x"], [127, 124, 0, 117])
-    np.testing.assert_array_equal(e["y"], [127, 0, 122, 63])
-    np.testing.assert_array_equal(e["p"], [1, 0, 0, 1])
-    np.testing.assert_array_equal(e["t"], ts)
-    assert e["t"].dtype == np.int64
-
-
-def test_aedat2_unwraps_32bit_timestamps():
-    data = _aedat2_bytes([1, 1, 1], [1, 1, 1], [0, 0, 0], [2**32 - 10, 2**32 - 1, 5])
-    e = ev.parse_aedat2(data)
-    np.testing.assert_array_equal(e["t"], [2**32 - 10, 2**32 - 1, 2**32 + 5])
-
-
-def test_aedat2_header_only_is_empty():
-    e = ev.parse_aedat2(_aedat2_bytes([], [], [], []))
-    assert all(v.size == 0 for v in e.values())
-
-
-def test_aedat2_truncated_names_file_and_offset(tmp_path):
-    good = _aedat2_bytes([1, 2], [3, 4], [0, 1], [10, 20])
-    header_len = len(b"#!AER-DAT2.0\r\n# made in a test\r\n")
-    path = tmp_path / "broken.aedat"
-    path.write_bytes(good[:-3])  # the second record loses 3 of its 8 bytes
-    with pytest.raises(ev.EventFileError) as info:
-        ev.read_aedat2(path)
-    assert str(path) in str(info.value)
-    assert f"byte offset {header_len + 8}" in str(info.value)
-    assert info.value.offset == header_len + 8
-
-
-def test_aedat_other_version_and_unterminated_header_rejected():
-    with pytest.raises(ev.EventFileError, match="version"):
-        ev.parse_aedat2(b"#!AER-DAT1.0\r\n" + bytes(6), "old.aedat")
-    with pytest.raises(ev.EventFileError, match="byte offset 0"):
-        ev.parse_aedat2(b"#!AER-DAT2.0 no newline", "cut.aedat")
-
-
-def test_ncaltech_reader_decodes_known_events(tmp_path):
-    x = [0, 239, 17, 100]
-    y = [0, 179, 90, 5]
-    p = [1, 0, 1, 0]
-    ts = [0, 1, 2**23 - 1, 300_000]
-    path = tmp_path / "image_0001.bin"
-    path.write_bytes(_atis_bytes(x, y, p, ts))
-    e = ev.read_ncaltech_bin(path)
-    np.testing.assert_array_equal(e["x"], x)
-    np.testing.assert_array_equal(e["y"], y)
-    np.testing.assert_array_equal(e["p"], p)
-    np.testing.assert_array_equal(e["t"], ts)
-
-
-def test_ncaltech_overflow_marker_shifts_later_timestamps():
-    # Marker (y == 240) between the 1st and 2nd events: +2**13 us from there on.
-    data = _atis_bytes([1, 0, 2, 3], [1, 240, 2, 3], [0, 0, 1, 1], [50, 0, 10, 20])
-    e = ev.parse_ncaltech_bin(data)
-    np.testing.assert_array_equal(e["t"], [50, 10 + 2**13, 20 + 2**13])
-    np.testing.assert_array_equal(e["x"], [1, 2, 3])
-
-
-def test_ncaltech_truncated_names_file_and_offset(tmp_path):
-    path = tmp_path / "image_0007.bin"
-    path.write_bytes(_atis_bytes([1, 2, 3], [1, 2, 3], [0, 1, 0], [1, 2, 3])[:-2])
-    with pytest.raises(ev.EventFileError) as info:
-        ev.read_ncaltech_bin(path)
-    assert str(path) in str(info.value) and "byte offset 10" in str(info.value)
-
 
 # ---------------------------------------------------------------------------------------------
 # Binning.
@@ -176,20 +79,97 @@ def test_binning_rejects_bad_num_steps():
 
 
 # ---------------------------------------------------------------------------------------------
-# Resize (PyTorch bilinear, align_corners=False) and augmentation.
+# The authors' time bins (their tonic fork's slice_by_time_bins), per-recording extent.
 
 
-def _torch_bilinear_reference(img, out_h, out_w):
-    """Per-pixel loop of PyTorch's align_corners=False bilinear (no antialias), [H, W]."""
+def _authors_reference(t, x, y, p, num_steps, height, width):
+    """The fork's formula per event: window = t[-1] // T, bin k = [t[0] + k w, t[0] + (k+1) w)."""
+    out = np.zeros((num_steps, height, width, 2), np.float32)
+    window = t[-1] // num_steps
+    for ti, xi, yi, pi in zip(t, x, y, p, strict=True):
+        for k in range(num_steps):
+            if t[0] + k * window <= ti < t[0] + (k + 1) * window:
+                out[k, yi, xi, int(pi > 0)] += 1
+    return out
+
+
+def test_authors_bins_hand_case():
+    # t[-1] = 100, T = 4 -> window 25 from t[0] = 10: [10, 35) [35, 60) [60, 85) [85, 110).
+    t = [10, 34, 35, 59, 84, 85, 100]
+    np.testing.assert_array_equal(ev.authors_bins(t, 4), [0, 0, 1, 1, 2, 3, 3])
+    # t[-1] = 99 -> window 24: [10, 34) ... [82, 106); 99 is in the last bin.
+    np.testing.assert_array_equal(ev.authors_bins([10, 33, 34, 99], 4), [0, 0, 1, 3])
+    # t[-1] < T: window 0, every bin empty.
+    np.testing.assert_array_equal(ev.authors_bins([0, 1, 2], 4), [-1, -1, -1])
+
+
+def test_authors_binning_of_a_recording_starting_at_5_s():
+    # 300 ms of events starting at 5 s: window = 5.3e6 // 10 = 530 ms > the whole recording,
+    # so everything lands in the first bin; the equal-duration default spreads it over 10.
+    rng = np.random.default_rng(4)
+    n = 500
+    t = np.sort(rng.integers(5_000_000, 5_300_001, n))
+    x, y, p = rng.integers(0, 6, n), rng.integers(0, 5, n), rng.integers(0, 2, n)
+    events = _events(t, x, y, p)
+    got = ev.events_to_frames(events, 10, (5, 6), binning="authors")
+    np.testing.assert_array_equal(got, _authors_reference(t, x, y, p, 10, 5, 6))
+    assert got[0].sum() == n and not got[1:].any()
+    equal = ev.events_to_frames(events, 10, (5, 6))
+    assert (equal.sum(axis=(1, 2, 3)) > 0).all()
+
+
+def test_authors_binning_drops_the_tail_like_the_fork():
+    # t[-1] = 1003, T = 4: window 250 from t[0] = 3 covers [3, 1003): the last event is dropped.
+    rng = np.random.default_rng(5)
+    t = np.sort(np.concatenate([[3, 1003], rng.integers(3, 1004, 300)]))
+    x, y, p = rng.integers(0, 4, t.size), rng.integers(0, 4, t.size), rng.integers(0, 2, t.size)
+    got = ev.events_to_frames(_events(t, x, y, p), 4, (4, 4), binning="authors")
+    np.testing.assert_array_equal(got, _authors_reference(t, x, y, p, 4, 4, 4))
+    assert got.sum() == np.sum(t < 1003)
+    with pytest.raises(ValueError, match="binning"):
+        ev.events_to_frames(_events(t, x, y, p), 4, (4, 4), binning="fork")
+
+
+def test_recording_extent_matches_the_fork():
+    # The fork shifts x, y to start at 0, then frames are (max y + 1, max x + 1) x polarities.
+    x = np.array([10, 14, 12, 11])
+    y = np.array([3, 5, 9, 3])
+    p = np.array([1, 0, 1, 1])
+    t = np.array([0, 10, 20, 30])
+    frames = ev.recording_to_frames(_events(t, x, y, p), 2, None)
+    assert frames.shape == (2, 9 - 3 + 1, 14 - 10 + 1, 2)
+    want = np.zeros((2, 7, 5, 2), np.float32)
+    for ti, xi, yi, pi in zip(t, x - 10, y - 3, p, strict=True):
+        want[min(ti * 2 // 30, 1), yi, xi, pi] += 1
+    np.testing.assert_array_equal(frames, want)
+
+
+def test_single_polarity_recording_fills_both_channels():
+    # One polarity: the fork counts all events in one channel; we repeat it into both, as the
+    # authors' dvs_channel_check_expend does for one-channel frames.
+    events = _events([0, 5, 10], [0, 2, 1], [1, 0, 0], [1, 1, 1])
+    frames = ev.recording_to_frames(events, 1, None)
+    assert frames.shape == (1, 2, 3, 2)
+    want = np.array([[0, 0, 1], [1, 0, 0]], np.float32) + np.array([[0, 1, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(frames[0, :, :, 0], want)
+    np.testing.assert_array_equal(frames[0, :, :, 1], want)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resize (PyTorch bilinear, align_corners=True) and augmentation.
+
+
+def _align_corners_reference(img, out_h, out_w):
+    """Per-pixel loop of F.interpolate(mode='bilinear', align_corners=True), [H, W]."""
     in_h, in_w = img.shape
     out = np.zeros((out_h, out_w))
     for i in range(out_h):
-        sy = max((i + 0.5) * in_h / out_h - 0.5, 0.0)
-        y0 = min(int(np.floor(sy)), in_h - 1)
+        sy = i * (in_h - 1) / (out_h - 1) if out_h > 1 else 0.0
+        y0 = int(np.floor(sy))
         y1, wy = min(y0 + 1, in_h - 1), sy - y0
         for j in range(out_w):
-            sx = max((j + 0.5) * in_w / out_w - 0.5, 0.0)
-            x0 = min(int(np.floor(sx)), in_w - 1)
+            sx = j * (in_w - 1) / (out_w - 1) if out_w > 1 else 0.0
+            x0 = int(np.floor(sx))
             x1, wx = min(x0 + 1, in_w - 1), sx - x0
             out[i, j] = (
                 (1 - wy) * (1 - wx) * img[y0, x0]
@@ -200,23 +180,34 @@ def _torch_bilinear_reference(img, out_h, out_w):
     return out
 
 
-@pytest.mark.parametrize("in_hw,out_hw", [((16, 12), (6, 6)), ((5, 7), (9, 4)), ((6, 6), (6, 6))])
-def test_resize_matches_pytorch_formula(in_hw, out_hw):
+@pytest.mark.parametrize(
+    "in_hw,out_hw",
+    [
+        ((16, 12), (6, 6)),
+        ((5, 7), (9, 4)),
+        ((6, 6), (6, 6)),
+        ((128, 128), (48, 48)),
+        ((3, 4), (1, 2)),
+    ],
+)
+def test_resize_matches_align_corners_true_definition(in_hw, out_hw):
     rng = np.random.default_rng(1)
     frames = rng.random((2, *in_hw, 2)).astype(np.float32)
     got = ev.resize_bilinear(frames, out_hw)
     assert got.shape == (2, *out_hw, 2) and got.dtype == np.float32
     for t in range(2):
         for c in range(2):
-            want = _torch_bilinear_reference(frames[t, :, :, c], *out_hw)
+            want = _align_corners_reference(frames[t, :, :, c], *out_hw)
             np.testing.assert_allclose(got[t, :, :, c], want, rtol=1e-5, atol=1e-6)
 
 
-def test_resize_by_half_averages_2x2_blocks():
-    # align_corners=False at scale 2 samples half-way between pixels: a 2x2 mean (hand check).
+def test_resize_align_corners_hand_cases():
+    # Corners coincide: 4 -> 2 keeps the first and last pixel of each axis.
     img = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
-    got = ev.resize_bilinear(img, (2, 2))[0, :, :, 0]
-    np.testing.assert_allclose(got, [[2.5, 4.5], [10.5, 12.5]])
+    np.testing.assert_allclose(ev.resize_bilinear(img, (2, 2))[0, :, :, 0], [[0, 3], [12, 15]])
+    # 2 -> 3 along a row inserts the midpoint.
+    row = np.array([[[[2.0], [6.0]]]], np.float32)
+    np.testing.assert_allclose(ev.resize_bilinear(row, (1, 3))[0, 0, :, 0], [2.0, 4.0, 6.0])
 
 
 def test_augmentation_same_transform_on_all_steps_and_deterministic():

@@ -171,5 +171,5 @@ def test_concurrent_preparers_do_not_collide(tmp_path):
     assert results[0] == results[1] and results[0][0] == 9
     want = next(iter(ns.simulate(_synthetic_digits(12, 2)[:1], seed=1, split_id=0)))
     assert results[0][1] == want["t"].tolist()
-    leftovers = [p.name for p in (tmp_path / "nmnist_synth").iterdir() if p.name != "1.0.0"]
+    leftovers = [p.name for p in (tmp_path / "nmnist_synth").iterdir() if p.name != ed.VERSION]
     assert leftovers == []

@@ -58,6 +58,6 @@ def test_cli_reports_errors_without_traceback(tmp_path):
     proc = tl.run_child("from tks_jax import evaluate; from absl import app; "
                         "import sys; sys.argv[0] = 'evaluate'; app.run(evaluate.main)",
                         "--workdir", str(tmp_path))
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "error:" in proc.stderr and "config.json not found" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -76,11 +76,11 @@ def test_configs_differ_only_in_the_loss(budget, setting):
 def test_config_budgets_and_settings():
     cfg = ablation.make_config(ablation.RunSpec("nmnist_synth", "tks", 0, 10), "full")
     assert cfg.data.name == "nmnist_synth" and cfg.loss.temperature == 5.0
-    assert cfg.loss.lambda_peak == 0.3  # event data (docs/method.md §4)
+    assert cfg.loss.peak == 0.3  # event data (docs/method.md §4)
     hard = ablation.make_config(ablation.RunSpec("mnist_hard", "tks", 0, 4), "full")
     easy = ablation.make_config(ablation.RunSpec("mnist", "tks", 0, 4), "full")
     assert hard.data.max_train_examples < easy.data.max_train_examples
-    assert hard.loss.lambda_peak == 0.7 and hard.loss.temperature == 3.0
+    assert hard.loss.peak == 0.7 and hard.loss.temperature == 3.0
     # Learning rate 2e-3 whatever the batch (linear scaling rule of docs/method.md §9).
     for c in (cfg, hard, easy):
         lr = c.optimizer.base_learning_rate * c.batch_size / c.optimizer.base_batch_size

@@ -1,4 +1,4 @@
-"""Tests of tks_jax.losses against NumPy references written here (spec sections 4 and 5)."""
+"""Tests of tks_jax.losses against NumPy references written here (docs/method.md §4 and §5)."""
 
 import functools
 
@@ -12,7 +12,7 @@ from absl.testing import parameterized
 from tks_jax import losses
 
 # --------------------------------------------------------------------------------------------
-# NumPy references (float64, loops where the spec speaks per sample / per step).
+# NumPy references (float64, loops where docs/method.md speaks per sample / per step).
 # --------------------------------------------------------------------------------------------
 
 
@@ -189,7 +189,7 @@ class TksTest(chex.TestCase):
         y = np.array([2, 0, 5], np.int32)
         z[:, np.arange(3), y] += 10.0  # every step predicts the label
         temperature = 3.0
-        summed = z.sum(axis=0).astype(np.float64) / temperature  # sum, not mean (spec 4)
+        summed = z.sum(axis=0).astype(np.float64) / temperature  # sum, not mean (docs/method.md §4)
         expected = np.exp(summed - summed.max(-1, keepdims=True))
         expected /= expected.sum(-1, keepdims=True)
         q = losses.tks_teacher(z, y, temperature=temperature)
@@ -541,3 +541,216 @@ class BadInputTest(parameterized.TestCase):
         # A traced out-of-range lam cannot be checked and must not break tracing.
         fn = jax.jit(lambda lam: losses.tks(z, y, temperature=3.0, lam=lam))
         self.assertTrue(np.isfinite(float(fn(jnp.float32(0.5)))))
+
+
+# --------------------------------------------------------------------------------------------
+# Per-example output and the where= mask.
+# --------------------------------------------------------------------------------------------
+
+
+def np_per_example(name, z, y, **kw):
+    """Per-example references: each loss of a one-example batch."""
+    ref = {"mean_ce": np_mean_ce, "label_smoothing": np_label_smoothing, "tet": np_tet,
+           "tks": lambda z, y, temperature, lam: np_tks(z, y, temperature, lam)[0]}[name]
+    return np.array([ref(z[:, b:b + 1], y[b:b + 1], *kw.values()) for b in range(len(y))])
+
+
+PER_EXAMPLE = {
+    "mean_ce": (losses.mean_ce, {}),
+    "label_smoothing": (losses.label_smoothing, {"smoothing": 0.2}),
+    "tet": (losses.tet, {"lamb": 0.3, "means": 0.5}),
+    "tks": (losses.tks, {"temperature": 2.0, "lam": 0.6}),
+}
+
+
+class ReductionAndMaskTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters(*PER_EXAMPLE)
+    def test_none_mean_and_where_against_numpy(self, name):
+        fn, kw = PER_EXAMPLE[name]
+        z, y = _data(30, 3, 6, 4)
+        ref = np_per_example(name, z, y, **kw)
+        mask = np.array([True, False, True, True, False, True])
+        none = self.variant(lambda z, y: fn(z, y, reduction="none", **kw))(z, y)
+        chex.assert_shape(none, (6,))
+        np.testing.assert_allclose(np.asarray(none), ref, rtol=1e-5)
+        mean = self.variant(lambda z, y: fn(z, y, **kw))(z, y)
+        np.testing.assert_allclose(float(mean), ref.mean(), rtol=1e-5)
+        masked = self.variant(lambda z, y, m: fn(z, y, where=m, **kw))(z, y, mask)
+        np.testing.assert_allclose(float(masked), ref[mask].mean(), rtol=1e-5)
+        masked_none = self.variant(
+            lambda z, y, m: fn(z, y, where=m, reduction="none", **kw)
+        )(z, y, mask)
+        np.testing.assert_allclose(np.asarray(masked_none), np.where(mask, ref, 0.0), rtol=1e-5)
+
+    @parameterized.parameters(*PER_EXAMPLE)
+    def test_padded_batches_compose_to_the_dataset_mean(self, name):
+        fn, kw = PER_EXAMPLE[name]
+        z, y = _data(31, 2, 7, 5)
+        full = float(fn(z, y, **kw))
+        # Two batches of 4, the second padded with a copy of example 0 (mask False).
+        pad_z = np.concatenate([z, z[:, :1]], axis=1)
+        pad_y = np.concatenate([y, y[:1]])
+        mask = np.arange(8) < 7
+        total = sum(
+            float(jnp.sum(fn(pad_z[:, s], pad_y[s], where=mask[s], reduction="none", **kw)))
+            for s in (slice(0, 4), slice(4, 8))
+        )
+        np.testing.assert_allclose(total / 7, full, rtol=1e-5)
+        # The padded example also drops out of the gradient.
+        grad = jax.grad(lambda x: fn(x, pad_y[4:], where=mask[4:], **kw))(pad_z[:, 4:])
+        np.testing.assert_array_equal(np.asarray(grad[:, 3]), 0.0)
+
+    def test_tks_aux_is_the_mean_over_selected_examples(self):
+        z, y = _data(32, 3, 5, 4)
+        mask = np.array([True, True, False, True, False])
+        _, aux = losses.tks(z, y, temperature=2.0, lam=0.5, where=mask, return_aux=True)
+        _, ref_ce, ref_kd = np_tks(z[:, mask], y[mask], 2.0, 0.5)
+        np.testing.assert_allclose(float(aux["ce"]), ref_ce, rtol=1e-5)
+        np.testing.assert_allclose(float(aux["kd"]), ref_kd, rtol=1e-5)
+        _, sub = losses.tks(z[:, mask], y[mask], temperature=2.0, lam=0.5, return_aux=True)
+        np.testing.assert_allclose(np.asarray(aux["kd_per_step"]), np.asarray(sub["kd_per_step"]),
+                                   rtol=1e-5)
+        np.testing.assert_allclose(float(aux["teacher_fraction"]), float(sub["teacher_fraction"]))
+
+    def test_nothing_selected_gives_nan_mean(self):
+        z, y = _data(33, 2, 3, 4)
+        value = losses.mean_ce(z, y, where=np.zeros(3, bool))
+        self.assertTrue(np.isnan(float(value)))
+
+    def test_bad_reduction_and_mask(self):
+        z, y = _data(34, 2, 3, 4)
+        with pytest.raises(ValueError, match=r"tet: reduction must be one of \('mean', 'none'\)"):
+            losses.tet(z, y, reduction="sum")
+        with pytest.raises(ValueError, match=r"where must be a boolean mask of shape \[B\]"):
+            losses.mean_ce(z, y, where=np.ones(4, bool))
+        with pytest.raises(ValueError, match=r"where must be a boolean mask.*dtype int32"):
+            losses.tks(z, y, temperature=1.0, lam=0.5, where=np.ones(3, np.int32))
+
+
+# --------------------------------------------------------------------------------------------
+# Under jit: static shape checks always, invalid traced values give NaN or a checkify error.
+# --------------------------------------------------------------------------------------------
+
+
+class JitValueTest(parameterized.TestCase):
+    def test_non_scalar_hyper_parameters_are_refused_under_jit(self):
+        z, y = _data(40, 3, 4, 5)
+        two = jnp.asarray([0.1, 0.2])
+        cases = {
+            "lam": lambda v: losses.tks(z, y, temperature=3.0, lam=v),
+            "temperature": lambda v: losses.tks(z, y, temperature=v, lam=0.5),
+            "smoothing": lambda v: losses.label_smoothing(z, y, smoothing=v),
+            "lamb": lambda v: losses.tet(z, y, lamb=v),
+            "means": lambda v: losses.tet(z, y, means=v),
+        }
+        for name, fn in cases.items():
+            for call in (fn, jax.jit(fn)):  # eager and traced alike
+                with pytest.raises(ValueError, match=rf"{name} must be a scalar, got an array of "
+                                                     r"shape \(2,\)"):
+                    call(two)
+        with pytest.raises(ValueError, match="temperature must be a scalar"):
+            jax.jit(lambda v: losses.tks_teacher(z, y, temperature=v))(two)
+
+    def test_invalid_traced_values_give_nan(self):
+        z, y = _data(41, 3, 4, 5)
+        tks = jax.jit(lambda t, lam: losses.tks(z, y, temperature=t, lam=lam))
+        self.assertTrue(np.isfinite(float(tks(3.0, 0.5))))
+        for t, lam in ((0.0, 0.5), (-1.0, 0.5), (3.0, 1.5), (3.0, -0.1), (jnp.nan, 0.5)):
+            self.assertTrue(np.isnan(float(tks(t, lam))), (t, lam))
+        teacher = jax.jit(lambda t: losses.tks_teacher(z, y, temperature=t))(-2.0)
+        self.assertTrue(np.all(np.isnan(np.asarray(teacher))))
+        ls = jax.jit(lambda s: losses.label_smoothing(z, y, smoothing=s))
+        self.assertTrue(np.isnan(float(ls(1.5))))
+        tet = jax.jit(lambda lamb: losses.tet(z, y, lamb=lamb))
+        self.assertTrue(np.isnan(float(tet(-0.5))))
+
+    @parameterized.parameters(*PER_EXAMPLE)
+    def test_out_of_range_traced_label_is_nan_for_its_example(self, name):
+        fn, kw = PER_EXAMPLE[name]
+        z, y = _data(42, 2, 4, 3)
+        bad = np.array([0, 3, 1, -1], np.int32)  # C = 3: labels 3 and -1 are out of range
+        per_example = jax.jit(lambda y: fn(z, y, reduction="none", **kw))(bad)
+        np.testing.assert_array_equal(np.isnan(np.asarray(per_example)),
+                                      [False, True, False, True])
+        self.assertTrue(np.isnan(float(jax.jit(lambda y: fn(z, y, **kw))(bad))))
+        # A masked-out (padding) example does not poison the mean.
+        mask = np.array([True, False, True, False])
+        value = jax.jit(lambda y: fn(z, y, where=mask, **kw))(bad)
+        ref = np_per_example(name, z[:, [0, 2]], bad[[0, 2]], **kw).mean()
+        np.testing.assert_allclose(float(value), ref, rtol=1e-5)
+
+    def test_checked_stages_checkify_errors(self):
+        from jax.experimental import checkify
+
+        z, y = _data(43, 3, 4, 5)
+        fn = checkify.checkify(jax.jit(
+            lambda z, y, t, lam: losses.tks(z, y, temperature=t, lam=lam, checked=True)
+        ))
+        err, value = fn(z, y, 3.0, 0.5)
+        self.assertIsNone(err.get())
+        np.testing.assert_allclose(float(value), np_tks(z, y, 3.0, 0.5)[0], rtol=1e-5)
+        err, _ = fn(z, y, -1.0, 0.5)
+        with pytest.raises(checkify.JaxRuntimeError, match=r"tks: temperature must lie in "
+                                                           r"\(0.0, inf\), got -1.0"):
+            err.throw()
+        err, _ = fn(z, y, 3.0, 1.5)
+        self.assertIn("tks: lam must lie in [0.0, 1.0], got 1.5", err.get())
+        err, _ = fn(z, np.array([0, 1, 9, 2], np.int32), 3.0, 0.5)
+        self.assertIn("tks: labels must lie in [0, 4]", err.get())
+        ls = checkify.checkify(jax.jit(
+            lambda s: losses.label_smoothing(z, y, smoothing=s, checked=True)))
+        self.assertIn("smoothing must lie in [0.0, 1.0], got 2.0", ls(2.0)[0].get())
+        # Eager calls raise plain ValueErrors whether checked or not.
+        with pytest.raises(ValueError, match="temperature must lie in"):
+            losses.tks(z, y, temperature=-1.0, lam=0.5, checked=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The lambda ramp as an optax-style schedule, and the docstring examples.
+# --------------------------------------------------------------------------------------------
+
+
+class TksLambdaScheduleTest(parameterized.TestCase):
+    def test_matches_the_formula_and_tks_lambda(self):
+        schedule = losses.tks_lambda_schedule(0.7, 600)
+        values = np.array([schedule(e) for e in range(601)])
+        self.assertEqual(values.dtype, np.float32)
+        np.testing.assert_allclose(values, 0.7 * np.arange(601) / 600, rtol=1e-6)
+        for e in (0, 17, 599):
+            self.assertEqual(np.float32(losses.tks_lambda(e, 600, 0.7)), schedule(e))
+
+    def test_optimizer_steps(self):
+        schedule = losses.tks_lambda_schedule(0.3, 4, steps_per_epoch=10)
+        expected = [0.3 * (s // 10) / 4 for s in range(40)]
+        np.testing.assert_allclose([schedule(s) for s in range(40)], expected, rtol=1e-6)
+        jitted = jax.jit(schedule)
+        np.testing.assert_allclose([float(jitted(jnp.int32(s))) for s in (0, 9, 10, 39)],
+                                   [0.0, 0.0, 0.075, 0.225], rtol=1e-6)
+
+    def test_traced_epoch_and_out_of_range(self):
+        schedule = jax.jit(losses.tks_lambda_schedule(0.7, 100))
+        np.testing.assert_allclose(float(schedule(jnp.int32(25))), 0.175, rtol=1e-6)
+        for bad in (-1, 101):
+            self.assertTrue(np.isnan(float(schedule(jnp.int32(bad)))))
+            with pytest.raises(ValueError, match=r"epoch must be a scalar in \[0, num_epochs=100"):
+                losses.tks_lambda_schedule(0.7, 100)(bad)
+
+    @parameterized.parameters(
+        (1.5, 10, None, r"peak must lie in \[0.0, 1.0\], got 1.5"),
+        (0.7, 0, None, "num_epochs must be a scalar >= 1"),
+        (0.7, 10, 0, "steps_per_epoch must be an int >= 1"),
+    )
+    def test_bad_arguments(self, peak, num_epochs, steps_per_epoch, message):
+        with pytest.raises(ValueError, match=message):
+            losses.tks_lambda_schedule(peak, num_epochs, steps_per_epoch=steps_per_epoch)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from tks_jax import schedules
+
+    for module in (losses, schedules):  # every public function has an Examples block
+        result = doctest.testmod(module, raise_on_error=False, verbose=False)
+        assert result.attempted >= 5 and result.failed == 0, module.__name__

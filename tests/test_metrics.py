@@ -1,4 +1,4 @@
-"""Tests of tks_jax.metrics against NumPy / brute-force references (spec section 10)."""
+"""Tests of tks_jax.metrics against NumPy / brute-force references (docs/method.md §10)."""
 
 import functools
 import itertools
@@ -343,3 +343,121 @@ class BadInputTest(parameterized.TestCase):
         )
         top2 = jax.jit(metrics.top_k_accuracy, static_argnums=2)
         np.testing.assert_allclose(float(top2(z, y, 2)), float(metrics.top_k_accuracy(z, y, 2)))
+
+
+# --------------------------------------------------------------------------------------------
+# Predictions, accuracies of predictions and the where= mask.
+# --------------------------------------------------------------------------------------------
+
+
+class PredictionsAndMaskTest(chex.TestCase):
+    def test_predictions_against_loops(self):
+        z, y = _data(30, 4, 6, 5)
+        step = np.asarray(metrics.per_step_predictions(z))
+        firstk = np.asarray(metrics.first_k_predictions(z))
+        for t in range(4):
+            for b in range(6):
+                self.assertEqual(step[t, b], np_first_argmax(z[t, b]))
+                self.assertEqual(firstk[t, b], np_first_argmax(z[: t + 1, b].mean(0)))
+        self.assertEqual(step.dtype, np.int32)
+
+    def test_accuracy_and_class_accuracy_of_predictions(self):
+        pred = np.array([[0, 1, 2, 2, 1], [0, 0, 2, 1, 1]], np.int32)
+        y = np.array([0, 1, 2, 1, 0], np.int32)
+        np.testing.assert_allclose(np.asarray(metrics.accuracy(pred, y)), [3 / 5, 3 / 5])
+        np.testing.assert_allclose(float(metrics.accuracy(pred[0], y)), 3 / 5)
+        # class 0: examples 0, 4 -> 1 of 2 right; class 1: examples 1, 3 -> 1 of 2; class 2: 1/1.
+        np.testing.assert_allclose(np.asarray(metrics.class_accuracy(pred[0], y, 4)),
+                                   [0.5, 0.5, 1.0, np.nan])
+        mask = np.array([True, True, True, False, False])
+        np.testing.assert_allclose(np.asarray(metrics.class_accuracy(pred[0], y, 3, where=mask)),
+                                   [1.0, 1.0, 1.0])
+        with pytest.raises(ValueError, match="predictions must be integer class indices"):
+            metrics.accuracy(np.zeros((2, 5), np.float32), y)
+        with pytest.raises(ValueError, match=r"labels must lie in \[0, 1\] for C = 2"):
+            metrics.class_accuracy(pred[0], y, 2)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_where_equals_the_metric_of_the_selected_examples(self):
+        z, y = _data(31, 3, 9, 4)
+        mask = np.array([1, 0, 1, 1, 0, 1, 1, 0, 1], bool)
+        sub_z, sub_y = z[:, mask], y[mask]
+        cases = (
+            (metrics.top_k_accuracy, {}), (metrics.top_k_accuracy, {"k": 2}),
+            (metrics.per_step_accuracy, {}), (metrics.first_k_accuracy, {}),
+            (metrics.per_class_accuracy, {}),
+        )
+        for fn, kw in cases:
+            masked = self.variant(lambda z, y, m, fn=fn, kw=kw: fn(z, y, where=m, **kw))
+            np.testing.assert_allclose(np.asarray(masked(z, y, mask)),
+                                       np.asarray(fn(sub_z, sub_y, **kw)), rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# Non-finite logits and out-of-range labels: ValueError when concrete, NaN when traced.
+# --------------------------------------------------------------------------------------------
+
+LOGIT_METRICS = {
+    "top_k_accuracy": metrics.top_k_accuracy,
+    "per_step_accuracy": metrics.per_step_accuracy,
+    "first_k_accuracy": metrics.first_k_accuracy,
+    "per_class_accuracy": metrics.per_class_accuracy,
+    "aurc": metrics.aurc,
+    "aurc_optimal": metrics.aurc_optimal,
+    "excess_aurc": metrics.excess_aurc,
+}
+
+
+class NonFiniteTest(parameterized.TestCase):
+    @parameterized.parameters(*LOGIT_METRICS)
+    def test_concrete_non_finite_logits_raise(self, name):
+        fn = LOGIT_METRICS[name]
+        z, y = _data(40, 3, 5, 4)
+        for bad in (np.nan, np.inf):
+            z_bad = z.copy()
+            z_bad[1, 2, 0] = bad
+            with pytest.raises(ValueError, match=r"logits/scores of 1 example\(s\) are not "
+                                                 r"finite.*first at index 2"):
+                fn(z_bad, y)
+        with pytest.raises(ValueError, match=r"of 5 example\(s\) are not finite"):
+            fn(np.full_like(z, np.nan), y)  # an all-NaN (diverged) model
+
+    @parameterized.parameters(*LOGIT_METRICS)
+    def test_traced_non_finite_logits_and_bad_labels_give_nan(self, name):
+        fn = jax.jit(LOGIT_METRICS[name])
+        z, _ = _data(41, 3, 5, 4)
+        y = np.array([0, 1, 2, 3, 0], np.int32)  # every class present: per-class is finite
+        self.assertTrue(np.all(np.isfinite(np.asarray(fn(z, y)))))
+        z_bad = z.copy()
+        z_bad[0, 3, 1] = np.nan
+        self.assertTrue(np.all(np.isnan(np.asarray(fn(z_bad, y)))))
+        self.assertTrue(np.all(np.isnan(np.asarray(fn(z, np.array([0, 1, 4, 2, 3], np.int32))))))
+
+    def test_masked_out_non_finite_rows_are_ignored(self):
+        z, y = _data(42, 3, 5, 4)
+        z_bad = z.copy()
+        z_bad[:, 4] = np.nan  # padding row with garbage
+        mask = np.array([True, True, True, True, False])
+        np.testing.assert_allclose(float(metrics.top_k_accuracy(z_bad, y, where=mask)),
+                                   float(metrics.top_k_accuracy(z[:, :4], y[:4])))
+        np.testing.assert_allclose(
+            np.asarray(jax.jit(metrics.first_k_accuracy)(z_bad, y, where=mask)),
+            np.asarray(metrics.first_k_accuracy(z[:, :4], y[:4])))
+
+    def test_risk_coverage_curve_refuses_non_finite_confidence(self):
+        conf = np.array([0.5, np.nan, 0.2], np.float32)
+        correct = np.array([True, False, True])
+        with pytest.raises(ValueError, match="risk_coverage_curve: .* not finite"):
+            metrics.risk_coverage_curve(conf, correct)
+        curve = jax.jit(metrics.risk_coverage_curve)(conf, correct)
+        self.assertTrue(np.all(np.isnan(np.asarray(curve))))
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from tks_jax import selective
+
+    for module in (metrics, selective):  # every public function has an Examples block
+        result = doctest.testmod(module, raise_on_error=False, verbose=False)
+        assert result.attempted >= 8 and result.failed == 0, module.__name__

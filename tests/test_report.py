@@ -73,6 +73,15 @@ def test_compute_metrics_matches_reference():
     assert m["num_examples"] == n
 
 
+def test_compute_metrics_refuses_non_finite_logits():
+    """A diverged model's NaN logits are refused, not reported as a plausible accuracy."""
+    mean_logits = np.array([[0.3, 0.0], [np.nan, np.nan], [0.1, 0.0]], np.float32)
+    labels = np.array([0, 1, 1])
+    pred = np.zeros((1, 3), np.int64)
+    with pytest.raises(ValueError, match=r"1 example\(s\) are not finite.*first at index 1"):
+        evaluation.compute_metrics(mean_logits, labels, pred, pred, 2)
+
+
 def _example_report():
     metrics = {
         "num_examples": 4, "top1": 0.75, "top5": 1.0, "aurc_logit": 12.5, "aurc_softmax": 20.0,

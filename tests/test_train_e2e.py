@@ -45,10 +45,10 @@ def test_mnist_default_smoke_train_then_evaluate_cli(tmp_path):
     # A causal SNN: T = 2 at test time equals the first two steps of the T = 4 evaluation.
     assert rep2["metrics"]["top1"] == pytest.approx(rep["metrics"]["first_k_accuracy"][1])
 
-    # A different config in the same workdir is refused with a message, exit code 1.
+    # A different config in the same workdir is refused with a message, exit code 2.
     proc = _run("train.py", "--config", "configs/mnist_default.py", "--workdir", workdir,
                 "--config.smoke=True", "--config.loss.name=baseline")
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "incompatible config (loss.name: 'tks' -> 'baseline')" in proc.stderr
 
 
@@ -67,9 +67,9 @@ def test_cifar10_config_on_mock_data(tmp_path):
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
-    """An unprepared data set stops train.py before any compilation, exit code 1."""
+    """An unprepared data set stops train.py before any compilation, exit code 2."""
     proc = _run("train.py", "--config", "configs/cifar10_resnet19.py", "--workdir",
                 str(tmp_path / "run"), f"--config.data.data_dir={tmp_path / 'empty'}")
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "error:" in proc.stderr and "cifar10" in proc.stderr
     assert "Traceback" not in proc.stderr

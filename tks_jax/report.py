@@ -2,7 +2,7 @@
 
 A report is a JSON-able dict built from the metrics of ``tks_jax.training.evaluation``:
 top-1/top-5 of the averaged logits, AURC x 1000 (max-logit, the paper's, and max-softmax),
-per-step accuracy, first-k-steps accuracy (spec section 10, Fig. 3a and 4), per-class accuracy
+per-step accuracy, first-k-steps accuracy (docs/method.md §10, Fig. 3a and 4), per-class accuracy
 at the first step, and spikes per layer.
 """
 
@@ -14,10 +14,13 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from tks_jax import json_utils
+
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 PLOT_FIRST_K = "accuracy_vs_num_steps.png"
 PLOT_PER_STEP = "per_step_accuracy.png"
+PLOT_ANYTIME = "anytime_accuracy_vs_steps.png"
 
 
 def build_report(
@@ -75,7 +78,7 @@ def format_markdown(report: Mapping[str, Any]) -> str:
         f"| AURC x1000, max-softmax confidence | {m['aurc_softmax']:.2f} |",
         f"| spikes per image | {m.get('spikes_per_image', 0.0):.1f} |",
     ]
-    # The paper's numbers for this loss (configs store them per loss, spec section 11).
+    # The paper's numbers for this loss (configs store them per loss, docs/method.md §11).
     paper = (run.get("paper") or {}).get(run.get("loss")) or {}
     if paper.get("top1") is not None:
         lines.append(f"| paper top-1 (%) | {paper['top1']} |")
@@ -102,7 +105,90 @@ def format_markdown(report: Mapping[str, Any]) -> str:
             lines += ["", f"Per-class accuracy at the first step: min {_pct(min(valid))}%, "
                           f"mean {_pct(sum(valid) / len(valid))}%, max {_pct(max(valid))}% "
                           f"over {len(valid)} classes (full list in report.json)."]
+    if report.get("anytime"):
+        lines += format_anytime(report["anytime"])
     return "\n".join(lines) + "\n"
+
+
+def _steps_text(x: float) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
+def format_anytime(a: Mapping[str, Any]) -> list[str]:
+    """Markdown lines of the anytime section (``tks_jax.anytime_eval.anytime_metrics``)."""
+    thr = a.get("threshold")
+    thr_text = "never exits early" if thr is None or thr == math.inf else f"{thr:.6g}"
+    test = a["test"]
+    lines = [
+        "",
+        "## Anytime inference (exit rule calibrated on the validation split)",
+        "",
+        f"Confidence `{a['confidence']}`, threshold {thr_text} (the fewest mean steps on "
+        f"validation within {100 * a['max_drop']:.2f} points of its full-T accuracy). Energy: "
+        f"{a['energy_constants']['e_ac_pj']} pJ per accumulate, "
+        f"{a['energy_constants']['e_mac_pj']} pJ per MAC "
+        f"({a['energy_constants'].get('source', '')}).",
+        "",
+        "| split | accuracy (%) | mean steps | median | p90 | p99 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ("validation", "test"):
+        s = a[name]
+        lines.append(
+            f"| {name} | {_pct(s['accuracy'])} | {_steps_text(s['mean_steps'])} | "
+            f"{_steps_text(s['median_steps'])} | {_steps_text(s['p90_steps'])} | "
+            f"{_steps_text(s['p99_steps'])} |"
+        )
+    c = a.get("cost") or {}
+    lines += [
+        "",
+        f"Test: all T steps {_pct(a['full_accuracy'])} %, exit rule {_pct(test['accuracy'])} % "
+        f"at {_steps_text(test['mean_steps'])} mean steps; energy per image "
+        f"{a['energy_pj_per_image'] / 1e6:.4g} uJ under the exit rule, "
+        f"{a['energy_pj_full'] / 1e6:.4g} uJ for all T steps.",
+    ]
+    per_k = c.get("energy_pj_first_k") or []
+    fixed = (a.get("curve_fixed_k") or {}).get("accuracy") or []
+    if per_k:
+        lines += ["", "| steps k | accuracy of first k (%) | energy per image (uJ) |",
+                  "|---|---|---|"]
+        for k, e in enumerate(per_k):
+            acc = fixed[k] if k < len(fixed) else None
+            lines.append(f"| {k + 1} | {_pct(acc)} | {e / 1e6:.4g} |")
+    per_layer = c.get("per_layer") or {}
+    if per_layer:
+        lines += ["", "| layer | kind | operations per image (all T steps) |", "|---|---|---|"]
+        for name, v in per_layer.items():
+            kind = "AC (synaptic op)" if v["kind"] == "ac" else "MAC (dense)"
+            lines.append(f"| {name} | {kind} | {v['ops_per_image']:.4g} |")
+        lines.append(f"| total | AC | {c['synops_per_image']:.4g} |")
+        lines.append(f"| total | MAC | {c['macs_per_image']:.4g} |")
+    return lines
+
+
+def plot_anytime(path: str, a: Mapping[str, Any]) -> None:
+    """Accuracy against mean steps: the exit rule over all thresholds and the fixed-k rule."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=100)
+    sweep, fixed = a["curve_thresholds"], a["curve_fixed_k"]
+    ax.plot(sweep["mean_steps"], [100 * y for y in sweep["accuracy"]], drawstyle="steps-post",
+            label="exit rule (all thresholds)")
+    ax.plot(fixed["mean_steps"], [100 * y for y in fixed["accuracy"]], marker="o",
+            label="first k steps")
+    ax.plot([a["test"]["mean_steps"]], [100 * a["test"]["accuracy"]], marker="*",
+            markersize=10, linestyle="none", label="calibrated threshold")
+    ax.set_xlabel("mean steps per image")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title("Anytime accuracy (test)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def _plot(path: str, ys, title: str, ylabel: str) -> None:
@@ -124,20 +210,6 @@ def _plot(path: str, ys, title: str, ylabel: str) -> None:
     plt.close(fig)
 
 
-def _json_safe(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, Mapping):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_json_safe(v) for v in x]
-    if hasattr(x, "item") and getattr(x, "ndim", 1) == 0:
-        return _json_safe(x.item())
-    if hasattr(x, "tolist"):
-        return _json_safe(x.tolist())
-    return x
-
-
 def write_report(report: Mapping[str, Any], directory: str) -> dict[str, str]:
     """Writes ``report.json``, ``report.md`` and the two PNG plots into ``directory``.
 
@@ -145,7 +217,7 @@ def write_report(report: Mapping[str, Any], directory: str) -> dict[str, str]:
 
     Returns:
       Paths of the written files by kind (``json``, ``markdown``, ``first_k_plot``,
-      ``per_step_plot``).
+      ``per_step_plot``; ``anytime_plot`` when the report has an ``anytime`` section).
     """
     os.makedirs(directory, exist_ok=True)
     paths = {
@@ -154,15 +226,16 @@ def write_report(report: Mapping[str, Any], directory: str) -> dict[str, str]:
         "first_k_plot": os.path.join(directory, PLOT_FIRST_K),
         "per_step_plot": os.path.join(directory, PLOT_PER_STEP),
     }
-    safe = _json_safe(report)
-    with open(paths["json"], "w") as f:
-        json.dump(safe, f, indent=2)
+    json_utils.write_json(paths["json"], report)
     with open(paths["markdown"], "w") as f:
         f.write(format_markdown(report))
     m = report["metrics"]
     _plot(paths["first_k_plot"], m["first_k_accuracy"], "Accuracy vs number of steps",
           "top-1 (%)")
     _plot(paths["per_step_plot"], m["per_step_accuracy"], "Accuracy per step", "top-1 (%)")
+    if report.get("anytime"):
+        paths["anytime_plot"] = os.path.join(directory, PLOT_ANYTIME)
+        plot_anytime(paths["anytime_plot"], report["anytime"])
     return paths
 
 

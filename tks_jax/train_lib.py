@@ -14,8 +14,18 @@ from tks_jax.training import (
     train_and_evaluate,
     validate_config,
 )
+from tks_jax.training.errors import (
+    CheckpointRestoreError,
+    ConfigError,
+    DiskFullError,
+    NonFiniteParamsError,
+    TrainingError,
+    WorkdirError,
+    WorkdirLockedError,
+)
 
 __all__ = [
-    "NonFiniteLossError", "evaluate_state", "evaluate_workdir", "train_and_evaluate",
-    "validate_config",
+    "CheckpointRestoreError", "ConfigError", "DiskFullError", "NonFiniteLossError",
+    "NonFiniteParamsError", "TrainingError", "WorkdirError", "WorkdirLockedError",
+    "evaluate_state", "evaluate_workdir", "train_and_evaluate", "validate_config",
 ]

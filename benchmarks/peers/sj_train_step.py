@@ -1,4 +1,4 @@
-"""The SpikingJelly (PyTorch, CPU) side of the benchmark: the same models and training step.
+"""The SpikingJelly (PyTorch) side of the benchmark: the same models and training step.
 
 Runs in its own virtualenv (``benchmarks/peers/requirements.txt``); it imports only
 ``benchmarks/arch.py`` from this repository (pure Python), so both frameworks build the same
@@ -7,6 +7,15 @@ threshold 0.5, hard reset to 0, detached reset, piecewise-quadratic surrogate (a
 convolutions and BatchNorm on the folded ``T*B`` batch (SpikingJelly's ``SeqToANNContainer``
 inside ``layer.Conv2d`` etc.). The training step is forward over all steps, cross-entropy of
 the mean logits, backward, AdamW (weight decay on kernels only), as on the JAX side.
+
+Config keys beyond the model's: ``device`` (``'cpu'``, default, or ``'cuda'``: timed with
+``torch.cuda.synchronize``, memory from ``torch.cuda.max_memory_allocated``),
+``options.dtype = 'bfloat16'`` (the forward under ``torch.autocast`` to bfloat16, parameters
+float32, as tks-jax's ``dtype`` option), and ``sj_backend``: the LIF implementation, ``'torch'``
+or ``'cupy'`` for SpikingJelly releases whose ``LIFNode`` takes ``backend=``, ``'torch'``,
+``'triton'`` or ``'cuda'`` for 2.x (set through its ``SJ_LIF_CUDA_IMPLEMENTATION`` before import;
+an unavailable one is an error, never a silent fallback). ``--probe`` prints the versions and
+the backends this environment offers.
 
 Usage (normally through ``benchmarks/peers/compare.py``)::
 
@@ -28,14 +37,75 @@ import time
 from typing import Any
 
 import torch
-from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import arch  # noqa: E402  (benchmarks/arch.py, pure Python)
 
+# SpikingJelly modules, imported by _import_spikingjelly() once the LIF backend is known.
+functional = layer = neuron = surrogate = None
+_LIF_BACKEND: str | None = None  # for LIFNode(backend=...) in releases that take it
+SJ2_BACKENDS = ("torch", "triton", "cuda", "auto")
+SJ2_BACKEND_ENV = "SJ_LIF_CUDA_IMPLEMENTATION"
+
+
+def _lif_takes_backend() -> bool:
+    import inspect
+
+    return "backend" in inspect.signature(neuron.LIFNode.__init__).parameters
+
+
+def _import_spikingjelly(backend: str | None) -> None:
+    """Imports SpikingJelly with the LIF implementation ``backend`` (None: its default)."""
+    global functional, layer, neuron, surrogate, _LIF_BACKEND
+    if backend in SJ2_BACKENDS:
+        # 2.x reads it when its operators are imported; older releases ignore it.
+        os.environ[SJ2_BACKEND_ENV] = backend
+    from spikingjelly.activation_based import functional, layer, neuron, surrogate
+
+    if backend is None:
+        return
+    if _lif_takes_backend():
+        if backend not in ("torch", "cupy"):
+            raise SystemExit(
+                f"sj_backend={backend!r}: this SpikingJelly's LIFNode takes backend 'torch' or "
+                "'cupy'."
+            )
+        _LIF_BACKEND = backend
+    elif backend == "cupy":
+        raise SystemExit(
+            "sj_backend='cupy': this SpikingJelly (2.x) has no cupy backend; its CUDA LIF "
+            f"implementations are chosen with {SJ2_BACKEND_ENV} (torch, triton, cuda)."
+        )
+    elif backend not in SJ2_BACKENDS:
+        raise SystemExit(f"Unknown sj_backend {backend!r}; choose one of {SJ2_BACKENDS}.")
+
+
+def probe() -> dict[str, Any]:
+    """Versions and the LIF backends this environment offers (no GPU work)."""
+    import importlib.metadata
+    import importlib.util
+
+    _import_spikingjelly(None)
+    cuda = torch.cuda.is_available()
+    backends = ["torch"]
+    if _lif_takes_backend():
+        if cuda and importlib.util.find_spec("cupy") is not None:
+            backends.append("cupy")
+    elif cuda and importlib.util.find_spec("triton") is not None:
+        backends.append("triton")
+    return {
+        "torch": torch.__version__,
+        "spikingjelly": importlib.metadata.version("spikingjelly"),
+        "cuda": cuda,
+        "device_name": torch.cuda.get_device_name(0) if cuda else None,
+        "lif_takes_backend": _lif_takes_backend(),
+        "backends": backends,
+    }
+
 
 def _lif() -> nn.Module:
+    extra = {"backend": _LIF_BACKEND} if _LIF_BACKEND else {}
     return neuron.LIFNode(
         tau=2.0,
         v_threshold=0.5,
@@ -44,6 +114,7 @@ def _lif() -> nn.Module:
         detach_reset=True,
         surrogate_function=surrogate.PiecewiseQuadratic(alpha=2.0),
         step_mode="m",
+        **extra,
     )
 
 
@@ -120,6 +191,14 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
     mode, steps, warmup = cfg["mode"], int(cfg.get("steps", 0)), int(cfg.get("warmup", 0))
     (h, w, c), num_steps = arch.INPUTS[name]
     num_steps = int(cfg.get("num_steps") or num_steps)
+    device = torch.device(cfg.get("device", "cpu"))
+    dtype = (cfg.get("options") or {}).get("dtype") or "float32"
+    if dtype not in ("float32", "bfloat16"):
+        raise SystemExit(f"dtype {dtype!r}: the SpikingJelly side runs float32 or bfloat16.")
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        torch.cuda.reset_peak_memory_stats(device)
     if name == "vgg_snn":
         net = vgg_snn(width)
         x = torch.poisson(torch.full((num_steps, batch, c, h, w), 0.3))
@@ -130,6 +209,12 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
     n_params = sum(p.numel() for p in net.parameters())
     if mode == "params":
         return {"framework": "spikingjelly", "model": name, "width": width, "params": n_params}
+    net, x, y = net.to(device), x.to(device), y.to(device)
+
+    def forward() -> torch.Tensor:
+        # bfloat16 as tks-jax's dtype option: compute in bf16, parameters stay float32.
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+            return net(x)
 
     if mode == "train":
         net.train()
@@ -142,8 +227,8 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
 
         def step() -> None:
             functional.reset_net(net)
-            logits = net(x)
-            loss = nn.functional.cross_entropy(logits.mean(0), y)
+            logits = forward()
+            loss = nn.functional.cross_entropy(logits.float().mean(0), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -153,12 +238,14 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
         def step() -> None:
             with torch.inference_mode():
                 functional.reset_net(net)
-                net(x)
+                forward()
 
     times, cpus, loads, first = [], [], [], None
     for i in range(warmup + steps):
         t0, c0 = time.perf_counter(), _cpu_s()
         step()
+        if cuda:
+            torch.cuda.synchronize(device)
         dt = time.perf_counter() - t0
         if i == 0:
             first = dt
@@ -168,6 +255,7 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
             loads.append(os.getloadavg()[0])
     median = statistics.median(times)
     model_flops = arch.flops(name, width, batch, train=(mode == "train"))
+    peak_device = torch.cuda.max_memory_allocated(device) if cuda else None
     return {
         "framework": "spikingjelly",
         "model": name,
@@ -175,6 +263,10 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
         "width": width,
         "mode": mode,
         "num_steps": num_steps,
+        "options": {"dtype": dtype},
+        "device": str(device),
+        "device_kind": torch.cuda.get_device_name(device) if cuda else "cpu",
+        "sj_backend": cfg.get("sj_backend") or "default",
         "params": n_params,
         "params_expected": arch.num_params(name, width),
         "compile_s": 0.0,
@@ -187,6 +279,9 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
         "gflop_per_step": model_flops / 1e9,
         "gflop_per_s": model_flops / median / 1e9,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+        "peak_device_mb": None if peak_device is None else round(peak_device / 2**20, 1),
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
         "loadavg_1m": [round(v, 2) for v in loads],
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -196,24 +291,42 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def gemm_peak(n: int = 4096, repeats: int = 5) -> dict[str, Any]:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
+def gemm_peak(n: int = 4096, repeats: int = 5, device: str = "cpu") -> dict[str, Any]:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+
+    def mm() -> None:
+        a @ b
+        if device != "cpu":
+            torch.cuda.synchronize()
+
+    mm()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        a @ b
+        mm()
         times.append(time.perf_counter() - t0)
-    return {"framework": "spikingjelly", "mode": "gemm", "n": n,
+    return {"framework": "spikingjelly", "mode": "gemm", "n": n, "device": device,
             "gflop_per_s": 2.0 * n**3 / statistics.median(times) / 1e9,
             "loadavg_1m": round(os.getloadavg()[0], 2), "time": time.strftime("%H:%M:%S")}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--single", required=True, help="JSON config of one run")
-    cfg = json.loads(p.parse_args().single)
-    rec = gemm_peak() if cfg.get("mode") == "gemm" else run_single(cfg)
+    p.add_argument("--single", help="JSON config of one run")
+    p.add_argument("--probe", action="store_true", help="print versions and LIF backends")
+    args = p.parse_args()
+    if args.probe:
+        print(json.dumps(probe()))
+        return
+    if not args.single:
+        p.error("give --single CONFIG or --probe")
+    cfg = json.loads(args.single)
+    if cfg.get("mode") == "gemm":
+        _import_spikingjelly(None)
+        rec = gemm_peak(int(cfg.get("n", 4096)), device=cfg.get("device", "cpu"))
+    else:
+        _import_spikingjelly(cfg.get("sj_backend"))
+        rec = run_single(cfg)
     print(json.dumps(rec))
 
 

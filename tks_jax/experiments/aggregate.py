@@ -8,13 +8,13 @@ provenance), ``table.md``, ``claims.md``, ``README.md`` and the figures.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from tks_jax import json_utils
 from tks_jax.experiments import claims as claims_lib
 from tks_jax.experiments import features, plan, records
 
@@ -111,18 +111,6 @@ def _tsne_files(out_dir: str, runs: dict[str, dict], log) -> dict[str, str]:
     return paths
 
 
-def _json_safe(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, np.generic):
-        return _json_safe(x.item())
-    return x
-
-
 def aggregate(out_dir: str, *, allow_mixed_commits: bool = False,
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Collects every recorded run of ``out_dir`` into results, table, claims and figures.
@@ -166,8 +154,7 @@ def aggregate(out_dir: str, *, allow_mixed_commits: bool = False,
         "runs": runs, "groups": groups, "sweep": sweep, "claims": claims,
         "tsne": _tsne_files(out_dir, runs, log),
     }
-    with open(os.path.join(out_dir, RESULTS_JSON), "w") as f:
-        json.dump(_json_safe(results), f, indent=2)
+    json_utils.write_json(os.path.join(out_dir, RESULTS_JSON), results)
     with open(os.path.join(out_dir, TABLE_MD), "w") as f:
         f.write(summary.format_table(groups))
     with open(os.path.join(out_dir, CLAIMS_MD), "w") as f:

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tks_jax import provenance
+from tks_jax import json_utils, provenance
 
 RUNS_JSONL = "runs.jsonl"
 RUNS_DIR = "runs"
@@ -57,7 +57,8 @@ def append_records(out_dir: str, records: Iterable[Mapping[str, Any]]) -> None:
     """Appends records to ``<out>/runs.jsonl``, one line each (keys sorted: stable diffs)."""
     with open(runs_path(out_dir), "a") as f:
         for rec in records:
-            f.write(json.dumps(rec, sort_keys=True, allow_nan=False) + "\n")
+            f.write(json.dumps(json_utils.json_safe(rec), sort_keys=True, allow_nan=False)
+                    + "\n")
 
 
 def recover_finished(out_dir: str, names: Iterable[str]) -> list[str]:

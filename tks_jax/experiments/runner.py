@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tks_jax import provenance
+from tks_jax import json_utils, provenance
 from tks_jax.experiments import features, plan, records
 
 STUDY_JSON = "study.json"
@@ -62,8 +62,7 @@ def run_one(spec: plan.RunSpec, out_dir: str, budget: str, *, feature_examples: 
         "feature_examples": int(len(data["labels"])),
         "provenance": provenance.collect(config),
     }
-    with open(path, "w") as f:
-        json.dump(record, f, indent=2, sort_keys=True)
+    json_utils.write_json(path, record, sort_keys=True)
     return record
 
 
@@ -179,8 +178,7 @@ def run_study(
     })
     if failed:
         study["sessions"][-1]["failed"] = [name for name, _ in failed]
-    with open(os.path.join(out_dir, STUDY_JSON), "w") as f:
-        json.dump(study, f, indent=2)
+    json_utils.write_json(os.path.join(out_dir, STUDY_JSON), study)
     result = aggregate.aggregate(out_dir, allow_mixed_commits=allow_mixed_commits, log=log)
     if failed:
         raise RuntimeError(

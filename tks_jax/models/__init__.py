@@ -233,37 +233,6 @@ def spike_summary(intermediates: Mapping) -> dict[str, dict[str, float]]:
     return dict(sorted(summary.items()))
 
 
-def _leaves_with_ops(tree: Mapping, prefix: tuple[str, ...] = ()):
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            if "synops" in value:
-                yield "/".join(prefix + (key,)), value
-            yield from _leaves_with_ops(value, prefix + (key,))
-
-
-def synops_summary(intermediates: Mapping) -> dict[str, dict[str, float]]:
-    """Per conv/linear layer operation counts from the ``intermediates`` collection.
-
-    Args:
-      intermediates: as for ``spike_summary``.
-
-    Returns:
-      ``{layer_path: {'synops': accumulates driven by nonzero inputs, 'macs': dense
-      multiply-accumulates}}`` per image, summed over the steps of the call, sorted by path
-      (e.g. ``'stem/conv'``, ``'fc'``). For energy estimates the usual convention counts
-      MACs for the layer that reads the analog input (the stem; computed once for static
-      images) and SynOps for every layer that reads spikes. Layers reading averaged-pooled or
-      SEW-added spikes count nonzero inputs.
-    """
-    summary = {}
-    for path, stats in _leaves_with_ops(intermediates):
-        summary[path] = {
-            "synops": float(np.sum(np.asarray(stats["synops"]))),
-            "macs": float(np.sum(np.asarray(stats["macs"]))),
-        }
-    return dict(sorted(summary.items()))
-
-
 __all__ = [
     "CONNECTS",
     "DEFAULT_NORM",
@@ -282,5 +251,4 @@ __all__ = [
     "max_num_steps",
     "model_names",
     "spike_summary",
-    "synops_summary",
 ]

@@ -34,6 +34,10 @@ Dtype = Any
 NORMS = ("tdbn", "tebn", "bn")
 BN_MOMENTUM = 0.9  # = PyTorch momentum 0.1 (flax keeps `momentum` of the old statistics).
 BN_EPSILON = 1e-5  # PyTorch's default.
+# Variable collection of the streaming state (``tks_jax.inference``): each LIF's membrane
+# ``membrane`` and each TEBN norm's step counter ``step``. Only used when the caller makes it
+# mutable (never by ``init`` or training).
+STREAM_STATE = "lif_state"
 
 # PyTorch's default kaiming_uniform_(a=sqrt(5)): gain^2 = 2 / (1 + 5), bound = sqrt(3 * 1/3 /
 # fan_in) = 1/sqrt(fan_in).
@@ -225,10 +229,7 @@ def scaled_channels(channels: int, width: float) -> int:
 class Conv(nn.Module):
     """Bias-free 2-D convolution (PyTorch ``padding = kernel // 2``) on time-major input.
 
-    When the ``intermediates`` collection is mutable, sows per image ``macs`` (dense
-    multiply-accumulates) and ``synops`` (accumulates driven by nonzero inputs, i.e. synaptic
-    operations of a spiking input), summed over the steps the call ran. A static stem (4-D
-    input) runs once, so its counts are for one step.
+    Operation counts and energy: ``tks_jax.cost`` (from the inputs each call receives).
 
     Attributes:
       features: output channels.
@@ -273,38 +274,13 @@ class Conv(nn.Module):
         )
         folded = fold(x) if x.ndim == 5 else x
         y = conv(folded)
-        if self.is_mutable_collection("intermediates"):
-            batch = x.shape[1] if x.ndim == 5 else x.shape[0]
-            self._sow_ops(folded, y, batch, pad)
         return unfold(y, x.shape[0]) if x.ndim == 5 else y
-
-    def _sow_ops(self, x: Array, y: Array, batch: int, pad: int) -> None:
-        """Sows ``macs`` and ``synops`` per image (summed over the steps this call ran).
-
-        ``macs`` counts every multiply-accumulate of the dense conv; ``synops`` only those
-        driven by a nonzero input (an accumulate per spike and reached output): ``C_out`` times
-        the number of nonzero inputs inside each output's receptive field.
-        """
-        k, s = self.kernel_size, self.strides
-        macs = math.prod(y.shape) * k * k * x.shape[-1] / batch
-        nonzero = jnp.sum(jax.lax.stop_gradient(x) != 0, axis=-1, keepdims=True, dtype=jnp.float32)
-        reached = jax.lax.reduce_window(
-            nonzero,
-            0.0,
-            jax.lax.add,
-            (1, k, k, 1),
-            (1, s, s, 1),
-            ((0, 0), (pad, pad), (pad, pad), (0, 0)),
-        )
-        self.sow("intermediates", "macs", jnp.asarray(macs, jnp.float32))
-        self.sow("intermediates", "synops", self.features * jnp.sum(reached) / batch)
 
 
 class Linear(nn.Module):
     """Dense layer with bias and PyTorch's default init; acts on the last axis of any shape.
 
-    Sows ``macs`` and ``synops`` per image into ``intermediates`` when that collection is
-    mutable (see ``Conv``).
+    Operation counts and energy: ``tks_jax.cost``.
 
     Attributes:
       features: output features.
@@ -317,7 +293,7 @@ class Linear(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         """``[..., in] -> [..., features]``."""
-        y = nn.Dense(
+        return nn.Dense(
             self.features,
             dtype=self.dtype,
             param_dtype=jnp.float32,
@@ -325,14 +301,6 @@ class Linear(nn.Module):
             bias_init=torch_bias_init(x.shape[-1]),
             name="dense",
         )(x)
-        if self.is_mutable_collection("intermediates"):
-            # Per image (batch = axis -2 of [T, B, in] or [B, in]), summed over steps.
-            batch = x.shape[-2]
-            macs = math.prod(x.shape) * self.features / batch
-            nonzero = jnp.sum(jax.lax.stop_gradient(x) != 0, dtype=jnp.float32)
-            self.sow("intermediates", "macs", jnp.asarray(macs, jnp.float32))
-            self.sow("intermediates", "synops", self.features * nonzero / batch)
-        return y
 
 
 class Norm(nn.Module):
@@ -348,7 +316,9 @@ class Norm(nn.Module):
     - ``tebn`` (Duan et al. 2022): after BN, step ``t`` is multiplied by a learnable scalar
       ``p_t`` (init 1). ``p`` has ``max_steps`` entries (the configured T). A run with
       ``T < max_steps`` uses ``p_1..p_T`` (causal: the first steps of a longer run are
-      unchanged); ``T > max_steps`` raises ``ValueError``.
+      unchanged); ``T > max_steps`` raises ``ValueError``. When the ``STREAM_STATE``
+      collection is mutable (``tks_jax.inference``), the call continues a run: it uses
+      ``p_{t0+1}..p_{t0+T}`` with ``t0`` read from (and advanced in) the variable ``step``.
     - ``bn``: BN with scale 1, bias 0.
 
     Attributes:
@@ -404,7 +374,14 @@ class Norm(nn.Module):
                     "or build the model with a larger num_steps."
                 )
             p = self.param("step_scale", nn.initializers.ones, (self.max_steps,), jnp.float32)
-            y = y * p[:steps].astype(y.dtype).reshape((steps,) + (1,) * (y.ndim - 1))
+            if self.is_mutable_collection(STREAM_STATE) and not self.is_initializing():
+                # Streaming: these ``steps`` steps continue the run at step ``t0`` (0-based).
+                t0 = self.variable(STREAM_STATE, "step", jnp.zeros, (), jnp.int32)
+                p_run = jax.lax.dynamic_slice(p, (t0.value,), (steps,))
+                t0.value = t0.value + steps
+            else:
+                p_run = p[:steps]
+            y = y * p_run.astype(y.dtype).reshape((steps,) + (1,) * (y.ndim - 1))
         return y
 
 
@@ -429,7 +406,16 @@ class LIF(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        """``[T, B, ...]`` currents -> ``[T, B, ...]`` spikes (dtype of ``x``)."""
+        """``[T, B, ...]`` currents -> ``[T, B, ...]`` spikes (dtype of ``x``).
+
+        With the ``STREAM_STATE`` collection mutable (``tks_jax.inference``; inference only,
+        no surrogate gradient), the membrane starts from the variable ``membrane`` (zeros when
+        absent) instead of 0 and the membrane after the last step is written back.
+        """
+        if self.is_mutable_collection(STREAM_STATE) and not self.is_initializing():
+            u = self.variable(STREAM_STATE, "membrane", jnp.zeros, x.shape[1:], x.dtype)
+            s, _, u.value = spiking._lif_forward(x, self.tau, self.v_threshold, 1, u0=u.value)
+            return s
         s = spiking.lif(
             x,
             tau=self.tau,

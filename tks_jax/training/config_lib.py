@@ -1,20 +1,22 @@
-"""Experiment config: validation before anything runs, the smoke switch, workdir compatibility.
+"""Experiment config: validation before anything runs, the smoke switch, config differences.
 
 Every check here runs on the host before data, devices or compilation are touched, and raises
-``ValueError`` with a message that says what is wrong and what is allowed.
+``ConfigError`` (a ``ValueError``) with a message that says what is wrong and what is allowed.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
 
-from tks_jax.training import optim
+from tks_jax.data import event_specs
+from tks_jax.data.event_specs import EVENT_DATASETS
+from tks_jax.training import objectives, optim
+from tks_jax.training.errors import ConfigError
 
 # Names accepted by the factories (contracts of tks_jax.data / tks_jax.models / tks_jax.losses).
 # ``synthetic`` and ``synthetic_events`` are tiny generated datasets for tests and smoke runs.
@@ -23,7 +25,7 @@ DATASETS = (
     "mnist", "dvs_cifar10", "ncaltech101", "nmnist_synth", "synthetic", "synthetic_events",
 )
 MODELS = ("vgg_snn", "resnet19", "sew_resnet18", "sew_resnet19", "sew_resnet34", "sew_resnet50")
-LOSSES = ("baseline", "ls", "tet", "tks")
+LOSSES = tuple(objectives.OBJECTIVES)
 CONV_ALGORITHMS = ("auto", "winograd", "direct")  # = tks_jax.models.layers.CONV_ALGORITHMS
 
 # Keys that may change between a run and its resumption (they do not change the maths of
@@ -35,12 +37,12 @@ RUNTIME_KEYS = (
     "async_checkpointing", "eval_every_epochs", "eval_batch_size", "eval_num_steps",
     "distributed", "data.data_dir", "data.num_workers", "data.eval_split",
     "data.max_eval_examples", "tensorboard", "max_train_steps", "description",
-    "model.conv", "model.remat",
+    "model.conv", "model.remat", "resume_with_changes",
 )
 
 
 def _fail(msg: str) -> None:
-    raise ValueError(f"Invalid config: {msg}")
+    raise ConfigError(f"Invalid config: {msg}")
 
 
 def apply_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -82,6 +84,12 @@ def validate_config(
     """
     if config.data.name not in DATASETS:
         _fail(f"unknown data.name {config.data.name!r}; choose one of {list(DATASETS)}.")
+    frames = config.data.get("event_frames")
+    if frames is not None and config.data.name in EVENT_DATASETS:
+        try:
+            event_specs.frame_options(config.data.name, dict(frames))
+        except ValueError as e:
+            _fail(f"data.event_frames: {e}")
     if config.model.name not in MODELS:
         _fail(f"unknown model.name {config.model.name!r}; choose one of {list(MODELS)}.")
     if config.loss.name not in LOSSES:
@@ -94,16 +102,7 @@ def validate_config(
             continue
         if not isinstance(t, int) or isinstance(t, bool) or t < 1:
             _fail(f"{key} (T) must be an integer >= 1, got {t!r}.")
-    loss = config.loss
-    if loss.name == "tks":
-        if not (isinstance(loss.temperature, int | float) and loss.temperature > 0):
-            _fail(f"loss.temperature must be > 0, got {loss.temperature!r}.")
-        if not (0.0 <= loss.lambda_peak <= 1.0):
-            _fail(f"loss.lambda_peak must lie in [0, 1], got {loss.lambda_peak!r}.")
-    if loss.name == "ls" and not (0.0 <= loss.smoothing < 1.0):
-        _fail(f"loss.smoothing must lie in [0, 1), got {loss.smoothing!r}.")
-    if loss.name == "tet" and not (0.0 <= loss.tet_lamb <= 1.0):
-        _fail(f"loss.tet_lamb must lie in [0, 1], got {loss.tet_lamb!r}.")
+    objectives.validate(config.loss)
     for key in ("batch_size", "eval_batch_size"):
         b = config[key]
         if not isinstance(b, int) or b < 1:
@@ -147,12 +146,13 @@ def check_num_steps_supported(max_steps: int | None, num_steps: int, what: str) 
         )
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, Mapping):
-            out.update(_flatten(v, key + "."))
+            out.update(flatten(v, key + "."))
         else:
             out[key] = v
     return out
@@ -160,7 +160,7 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Keys (dotted) whose values differ between two config dicts, ignoring ``RUNTIME_KEYS``."""
-    a, b = _flatten(old), _flatten(new)
+    a, b = flatten(old), flatten(new)
     # JSON turns tuples into lists; compare through JSON on both sides.
     b = json.loads(json.dumps(b, default=str))
     diffs = []
@@ -176,35 +176,16 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 
 
-def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
-    """Refuses a workdir holding a run with an incompatible config.
+def closest_keys(config: ml_collections.ConfigDict, key: str, n: int = 3) -> list[str]:
+    """The dotted keys of ``config`` closest to a mistyped ``key`` (``difflib``)."""
+    import difflib
 
-    Returns:
-      True when the workdir holds a compatible run (resume), False when it holds no checkpoint
-      yet (a new run; its files are replaced).
-
-    Raises:
-      ValueError: if the stored config differs in a key that changes training, unless
-        ``config.overwrite`` is True (the caller then discards the old run).
-    """
-    path = os.path.join(workdir, CONFIG_FILE)
-    checkpoints = os.path.join(workdir, CHECKPOINT_DIR)
-    if not (os.path.isdir(checkpoints) and os.listdir(checkpoints)):
-        return False  # nothing trained yet (e.g. a first attempt failed on missing data)
-    if not os.path.exists(path):
-        if config.get("overwrite", False):
-            return False
-        raise ValueError(
-            f"Workdir {workdir!r} holds checkpoints but no {CONFIG_FILE}, so its config cannot "
-            "be checked. Use a new --workdir, or pass --config.overwrite=True to discard it."
-        )
-    with open(path) as f:
-        old = json.load(f)
-    diffs = config_differences(old, config.to_dict())
-    if diffs and not config.get("overwrite", False):
-        shown = "; ".join(diffs[:10]) + (" ..." if len(diffs) > 10 else "")
-        raise ValueError(
-            f"Workdir {workdir!r} holds a run with an incompatible config ({shown}). Use a new "
-            "--workdir, or pass --config.overwrite=True to discard the old run."
-        )
-    return not diffs and not config.get("overwrite", False)
+    keys = list(flatten(config.to_dict()))
+    keys += sorted({k.rsplit(".", 1)[0] for k in keys if "." in k})
+    matches = difflib.get_close_matches(key, keys, n=n, cutoff=0.5)
+    if not matches:  # compare the last component only ('lernig_rate' vs 'learning_rate')
+        last = key.rsplit(".", 1)[-1]
+        by_last = {k.rsplit(".", 1)[-1]: k for k in keys}
+        matches = [by_last[m] for m in difflib.get_close_matches(last, list(by_last), n=n,
+                                                                  cutoff=0.5)]
+    return matches

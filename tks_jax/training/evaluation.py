@@ -1,6 +1,6 @@
 """Evaluation over a whole split: accumulate per-sample outputs on the host, then the metrics.
 
-Everything the report needs (spec section 10) comes from one pass at the evaluated T:
+Everything the report needs (``docs/method.md`` §10) comes from one pass at the evaluated T:
 top-1/top-5 of the averaged logits, AURC x 1000 with max-logit and max-softmax confidence,
 per-step accuracy, accuracy of the first k steps for k = 1..T, per-class accuracy at the first
 step, and firing rates / spikes per image per layer.
@@ -34,29 +34,26 @@ def compute_metrics(
       A JSON-able dict: ``top1``, ``top5`` (fractions), ``aurc_logit``, ``aurc_softmax``
       (x 1000), ``per_step_accuracy`` and ``first_k_accuracy`` (lists of T fractions),
       ``per_class_accuracy_first_step`` (list of C; NaN for classes absent from the split),
-      ``num_examples``.
+      ``num_examples``. All computed by :mod:`tks_jax.metrics`.
+
+    Raises:
+      ValueError: non-finite logits (a diverged model) or labels outside ``[0, C)``.
     """
-    n = len(labels)
-    top1_correct = np.argmax(mean_logits, -1) == labels
+    labels = np.asarray(labels)
     k = min(5, num_classes)
-    topk = np.argsort(-mean_logits, axis=-1, kind="stable")[:, :k]
-    top5 = np.mean(np.any(topk == labels[:, None], axis=-1))
-    first = step_pred[0] == labels
-    counts = np.bincount(labels, minlength=num_classes)
-    hits = np.bincount(labels, weights=first.astype(np.float64), minlength=num_classes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_class = np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
     return {
-        "num_examples": int(n),
-        "top1": float(top1_correct.mean()),
-        "top5": float(top5),
-        # The paper's AURC: confidence = max of the raw mean logits (tks_jax.metrics.aurc,
-        # ties in confidence averaged).
+        "num_examples": len(labels),
+        "top1": float(metrics.top_k_accuracy(mean_logits, labels, k=1)),
+        "top5": float(metrics.top_k_accuracy(mean_logits, labels, k=k)),
+        # The paper's AURC: confidence = max of the raw mean logits (ties in confidence
+        # averaged).
         "aurc_logit": 1000.0 * float(metrics.aurc(mean_logits, labels, confidence="logit")),
         "aurc_softmax": 1000.0 * float(metrics.aurc(mean_logits, labels, confidence="softmax")),
-        "per_step_accuracy": (step_pred == labels[None]).mean(-1).tolist(),
-        "first_k_accuracy": (firstk_pred == labels[None]).mean(-1).tolist(),
-        "per_class_accuracy_first_step": per_class.tolist(),
+        "per_step_accuracy": np.asarray(metrics.accuracy(step_pred, labels)).tolist(),
+        "first_k_accuracy": np.asarray(metrics.accuracy(firstk_pred, labels)).tolist(),
+        "per_class_accuracy_first_step": np.asarray(
+            metrics.class_accuracy(step_pred[0], labels, num_classes)
+        ).tolist(),
     }
 
 
@@ -108,14 +105,14 @@ def run_evaluation(
                 acc[key] = acc.get(key, 0.0) + real * float(np.mean(v))
     if total == 0:
         raise ValueError("The evaluation split yielded no examples; check data.eval_split.")
-    metrics = compute_metrics(
+    result = compute_metrics(
         np.concatenate(parts["mean_logits"]), np.concatenate(parts["label"]),
         np.concatenate(parts["step_pred"], axis=1), np.concatenate(parts["firstk_pred"], axis=1),
         num_classes,
     )
     spikes = {layer: {k: v / total for k, v in acc.items()} for layer, acc in spike_sums.items()}
-    metrics["spikes"] = spikes
-    metrics["spikes_per_image"] = float(
+    result["spikes"] = spikes
+    result["spikes_per_image"] = float(
         sum(v.get("spikes_per_image", 0.0) for v in spikes.values())
     )
-    return metrics
+    return result

@@ -132,4 +132,8 @@ def get_dataset(
         num_workers=data.num_workers, num_epochs=None if train else 1,
         drop_remainder=train,
         max_examples=data.max_train_examples if train else data.max_eval_examples,
+        event_frames=data.get("event_frames"),
+        # Held out of 'train' and served as 'validation' (tks_jax.data.validation_indices).
+        validation_size=data.get("validation_size"),
+        validation_seed=data.get("validation_seed") or 0,
     )

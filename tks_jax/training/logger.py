@@ -79,6 +79,11 @@ class MetricWriter:
         if self.enabled:
             logging.info(msg, *args)
 
+    def warn(self, msg: str) -> None:
+        """Logs a warning (one line) on process 0."""
+        if self.enabled:
+            logging.warning("%s", msg)
+
     def close(self) -> None:
         if self._jsonl is not None:
             self._jsonl.close()

@@ -100,5 +100,18 @@ def make_optimizer(
     else:
         raise ValueError(f"Unknown optimizer.name {opt.name!r}; choose one of {OPTIMIZERS}.")
     if opt.get("grad_clip_norm"):
-        tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), tx)
+        tx = _clipped(tx, opt.grad_clip_norm)
     return tx
+
+
+def _clipped(tx: optax.GradientTransformation, max_norm: float) -> optax.GradientTransformation:
+    """``tx`` after global-norm clipping, with ``tx``'s own state (clipping is stateless), so
+    that ``optimizer.grad_clip_norm`` can be switched on when resuming a run
+    (``--config.resume_with_changes``)."""
+    clip = optax.clip_by_global_norm(max_norm)
+
+    def update(updates, state, params=None):
+        updates, _ = clip.update(updates, clip.init(params), params)
+        return tx.update(updates, state, params)
+
+    return optax.GradientTransformation(tx.init, update)

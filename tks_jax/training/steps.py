@@ -1,4 +1,4 @@
-"""The jitted train and eval steps, and the loss selected by ``config.loss.name``.
+"""The jitted train and eval steps (the loss comes from ``objectives``, by ``config.loss``).
 
 The train state is a plain dict (big_vision style):
 ``{'params', 'batch_stats', 'opt_state', 'step', 'rng', 'first_nonfinite_step'}``.
@@ -16,34 +16,10 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from tks_jax import metrics as metrics_lib
+from tks_jax.training import objectives
+
 State = dict[str, Any]
-
-
-def compute_loss(
-    loss_config: ml_collections.ConfigDict, logits: jax.Array, labels: jax.Array, lam: jax.Array
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The training loss of spec sections 4-5 on logits ``[T, B, C]`` and labels ``[B]``.
-
-    Returns:
-      ``(loss, aux)``: a float32 scalar and a dict of scalar diagnostics (for TKS: ``ce``, ``kd``).
-    """
-    from tks_jax import losses
-
-    name = loss_config.name
-    if name == "baseline":
-        return losses.mean_ce(logits, labels), {}
-    if name == "ls":
-        return losses.label_smoothing(logits, labels, smoothing=loss_config.smoothing), {}
-    if name == "tet":
-        loss = losses.tet(logits, labels, lamb=loss_config.tet_lamb, means=loss_config.tet_means)
-        return loss, {}
-    if name == "tks":
-        loss, aux = losses.tks(
-            logits, labels, temperature=loss_config.temperature, lam=lam,
-            detach_teacher=loss_config.detach_teacher, return_aux=True,
-        )
-        return loss, {k: v for k, v in aux.items() if k in ("ce", "kd")}
-    raise ValueError(f"Unknown loss.name {name!r}; choose baseline, ls, tet or tks.")
 
 
 def _variables(params, batch_stats) -> dict:
@@ -72,7 +48,7 @@ def make_train_step(
                 train=True, mutable=["batch_stats"],
             )
             logits = logits.astype(jnp.float32)
-            loss, aux = compute_loss(config.loss, logits, batch["label"], lam)
+            loss, aux = objectives.compute_loss(config.loss, logits, batch["label"], lam)
             return loss, (logits, updates, aux)
 
         (loss, (logits, updates, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -92,7 +68,7 @@ def make_train_step(
             first_nonfinite_step=jnp.where((bad < 0) & ~finite, state["step"], bad),
         )
         # Prediction is argmax of the time-averaged logits (Eq. 3).
-        top1 = jnp.mean(jnp.argmax(logits.mean(0), -1) == batch["label"])
+        top1 = metrics_lib.top_k_accuracy(logits, batch["label"])
         metrics = {"loss": loss, "top1": top1, "lr": schedule(state["step"]), "lam": lam,
                    "grad_norm": grad_norm, **aux}
         return new_state, metrics
@@ -119,12 +95,10 @@ def make_eval_step(model, num_steps: int) -> Callable[[dict, dict], tuple[dict, 
             mutable=["intermediates"],
         )
         logits = logits.astype(jnp.float32)
-        counts = jnp.arange(1, logits.shape[0] + 1, dtype=jnp.float32)[:, None, None]
-        firstk = jnp.cumsum(logits, axis=0) / counts
         outputs = {
             "mean_logits": logits.mean(0),
-            "step_pred": jnp.argmax(logits, -1).astype(jnp.int32),
-            "firstk_pred": jnp.argmax(firstk, -1).astype(jnp.int32),
+            "step_pred": metrics_lib.per_step_predictions(logits),
+            "firstk_pred": metrics_lib.first_k_predictions(logits),
             "label": batch["label"],
             "mask": batch["mask"],
         }

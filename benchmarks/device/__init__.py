@@ -1,0 +1,1 @@
+"""The accelerator check of `benchmarks/device_check.sh` (see `check.py`)."""
