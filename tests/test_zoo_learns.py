@@ -1,9 +1,9 @@
 """Every model of the zoo learns: a short run on a tiny separable task ends well above chance.
 
 Each of VGG-SNN, ResNet-19, SEW-ResNet-18 and SEW-ResNet-19 (narrow), with each norm (tdBN,
-TEBN, BN), trains with the TKS loss and Adam on 4 classes of 16x16 images (class k: stripes of
-orientation k with a random phase, plus noise) at T = 2, then is evaluated in inference mode
-(BatchNorm running statistics) on held-out examples. Chance is 25 %; a model whose
+TEBN, BN), trains with the TKS loss and Adam on 2 classes of 16x16 images (vertical or horizontal
+stripes with a random phase, plus noise) at T = 2, then is evaluated in inference mode
+(BatchNorm running statistics) on held-out examples. Chance is 50 %; a model whose
 gradients, normalisation statistics or read-out are broken stays near it.
 """
 
@@ -20,17 +20,18 @@ from tks_jax import models
 
 pytestmark = pytest.mark.slow
 
-NUM_CLASSES = 4
+NUM_CLASSES = 2
 T = 2
 HW = 16
-STEPS = 40
+STEPS = 150
+STEPS_PER_EPOCH = 30  # the TKS lambda ramps per epoch: 0, 0.06, 0.12, 0.18, 0.24
 BATCH = 32
 
 
-# Stripe orientations of the 4 classes (angle of the wave vector) and the pixel shift along
+# Stripe orientations of the classes (angle of the wave vector) and the pixel shift along
 # which each class's stripes are constant.
-ANGLES = (0.0, 45.0, 90.0, 135.0)
-ALONG_STRIPES = ((1, 0), (1, -1), (0, 1), (1, 1))  # (dy, dx)
+ANGLES = (0.0, 90.0)
+ALONG_STRIPES = ((1, 0), (0, 1))  # (dy, dx)
 
 
 def stripes_task(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +54,7 @@ def stripes_task(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_stripes_task_is_what_it_says():
     images, labels = stripes_task(64, 0)
-    assert images.shape == (64, HW, HW, 1) and np.bincount(labels).tolist() == [16] * 4
+    assert images.shape == (64, HW, HW, 1) and np.bincount(labels).tolist() == [32] * 2
     assert images.min() >= 0.0 and images.max() <= 1.0
     # Along its stripes an image barely changes: the direction of least change is the label.
     img = images[..., 0].astype(np.float64)
@@ -65,7 +66,8 @@ def test_stripes_task_is_what_it_says():
 
 
 def train_and_test(name: str, norm: str) -> float:
-    """Test accuracy after ``STEPS`` steps of TKS training (lam 0.3, temperature 3)."""
+    """Test accuracy after ``STEPS`` steps of TKS training (temperature 3, lambda ramped per
+    epoch to a peak of 0.3 with ``tks_lambda``, as in training)."""
     options = {"num_steps": T} if norm == "tebn" else {}
     model = models.get_model(name, num_classes=NUM_CLASSES, width=0.0625, norm=norm, **options)
     train_x, train_y = stripes_task(STEPS * BATCH, seed=1)
@@ -76,11 +78,11 @@ def train_and_test(name: str, norm: str) -> float:
     opt_state = tx.init(params)
 
     @jax.jit
-    def step(params, batch_stats, opt_state, x, y):
+    def step(params, batch_stats, opt_state, x, y, lam):
         def loss_fn(p):
             logits, new_state = model.apply({"params": p, "batch_stats": batch_stats}, x,
                                             num_steps=T, train=True, mutable=["batch_stats"])
-            return tks_jax.tks(logits, y, temperature=3.0, lam=0.3), new_state
+            return tks_jax.tks(logits, y, temperature=3.0, lam=lam), new_state
 
         (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
@@ -90,8 +92,9 @@ def train_and_test(name: str, norm: str) -> float:
     losses = []
     for i in range(STEPS):
         sl = slice(i * BATCH, (i + 1) * BATCH)
+        lam = tks_jax.tks_lambda(i // STEPS_PER_EPOCH, STEPS // STEPS_PER_EPOCH, 0.3)
         params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state,
-                                                    train_x[sl], train_y[sl])
+                                                    train_x[sl], train_y[sl], jnp.float32(lam))
         losses.append(float(loss))
     assert np.all(np.isfinite(losses)), losses
     logits = model.apply({"params": params, "batch_stats": batch_stats}, test_x, num_steps=T)
@@ -102,4 +105,4 @@ def train_and_test(name: str, norm: str) -> float:
 @pytest.mark.parametrize("name", ["vgg_snn", "resnet19", "sew_resnet18", "sew_resnet19"])
 def test_zoo_model_learns_a_separable_task(name, norm):
     accuracy = train_and_test(name, norm)
-    assert accuracy > 0.9, f"{name} with {norm}: test accuracy {accuracy:.3f} (chance 0.25)"
+    assert accuracy > 0.9, f"{name} with {norm}: test accuracy {accuracy:.3f} (chance 0.5)"
