@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 WORKDIR ?= runs/mnist_default
 PYTEST_ARGS ?=
 
-.PHONY: install train test lint clean
+.PHONY: install train test test-fast lint clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,14 @@ install: $(STAMP)
 train: install
 	$(PY) train.py --config configs/mnist_default.py --workdir $(WORKDIR)
 
+# The full suite (CI).
 test: install
 	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)
+
+# The inner loop: everything but the tests marked `slow` (training runs, child processes,
+# notebooks, whole models at full width).
+test-fast: install
+	$(PY) -m pytest -q -n 2 -m "not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check tks_jax tests configs train.py benchmarks

@@ -1,9 +1,11 @@
-"""Prototype: a convolution whose weight gradient is one GEMM (im2col) on XLA:CPU.
+"""A convolution whose weight gradient is one GEMM (im2col) on XLA:CPU: the ``gemm_wgrad``
+option of ``benchmarks/reference_models.py`` and the row-major variant of
+``benchmarks/wgrad_layout.py``.
 
 Drop-in for ``lax.conv_general_dilated`` (``flax.linen.Conv(conv_general_dilated=...)``).
 The forward and the input gradient stay XLA's convolutions (fast on CPU); the weight
 gradient, which XLA:CPU runs as a slow convolution over the batch, becomes
-``im2col(x)^T @ dy``. Once verified, this moves into ``tks_jax/models/layers.py``.
+``im2col(x)^T @ dy``. The models' own version is in ``tks_jax/models`` (chunked, channel-major).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from benchmarks import arch, fast_bn, fast_conv
+from benchmarks import arch, fast_conv
 from tks_jax import spiking
 
 # "lax": XLA's convolution and its autodiff; "gemm_wgrad": the weight gradient as one GEMM.
@@ -26,9 +26,6 @@ def _fold(x: jax.Array) -> jax.Array:
 class _ConvBN(nn.Module):
     layer: arch.Layer
     conv_impl: str = "lax"
-    lif_impl: str = "fast"
-    lif_unroll: int = 1
-    bn_impl: str = "flax"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -42,8 +39,7 @@ class _ConvBN(nn.Module):
             use_bias=False,
             conv_general_dilated=CONV_IMPLS[self.conv_impl],
         )(x)
-        bn = nn.BatchNorm if self.bn_impl == "flax" else fast_bn.BatchNorm
-        return bn(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
+        return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
 
 
 def _lif(x: jax.Array, num_steps: int, impl: str = "fast", unroll: int = 1) -> jax.Array:
@@ -68,7 +64,6 @@ class VGGSNN(nn.Module):
     conv_impl: str = "lax"
     lif_impl: str = "fast"
     lif_unroll: int = 1
-    bn_impl: str = "flax"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, num_steps: int, train: bool) -> jax.Array:
@@ -78,7 +73,7 @@ class VGGSNN(nn.Module):
             if h.shape[1] != layer.hw:  # AP2 between groups
                 h = nn.avg_pool(h, (2, 2), strides=(2, 2))
             h = _lif(
-                _ConvBN(layer, self.conv_impl, self.bn_impl)(h, train),
+                _ConvBN(layer, self.conv_impl)(h, train),
                 num_steps,
                 self.lif_impl,
                 self.lif_unroll,
@@ -97,27 +92,26 @@ class ResNet19(nn.Module):
     conv_impl: str = "lax"
     lif_impl: str = "fast"
     lif_unroll: int = 1
-    bn_impl: str = "flax"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, num_steps: int, train: bool) -> jax.Array:
         layers = {layer.name: layer for layer in arch.resnet19(self.width, self.num_classes)}
         # Direct encoding: the first conv + BN is the same at every step; compute it once.
-        h = _ConvBN(layers["stem"], self.conv_impl, self.bn_impl)(x, train)
+        h = _ConvBN(layers["stem"], self.conv_impl)(x, train)
         h = jnp.broadcast_to(h[None], (num_steps,) + h.shape)
         h = _lif(_fold(h), num_steps, self.lif_impl, self.lif_unroll)
         names = sorted({n.split(".")[0] for n in layers if "." in n})
         for name in names:
             out = _lif(
-                _ConvBN(layers[f"{name}.conv1"], self.conv_impl, self.bn_impl)(h, train),
+                _ConvBN(layers[f"{name}.conv1"], self.conv_impl)(h, train),
                 num_steps,
                 self.lif_impl,
                 self.lif_unroll,
             )
-            out = _ConvBN(layers[f"{name}.conv2"], self.conv_impl, self.bn_impl)(out, train)
+            out = _ConvBN(layers[f"{name}.conv2"], self.conv_impl)(out, train)
             short = layers.get(f"{name}.short")
             h = _lif(
-                out + (_ConvBN(short, self.conv_impl, self.bn_impl)(h, train) if short else h),
+                out + (_ConvBN(short, self.conv_impl)(h, train) if short else h),
                 num_steps,
                 self.lif_impl,
                 self.lif_unroll,

@@ -68,7 +68,7 @@ def _build_model(name: str, width: float, source: str, options: dict[str, Any]):
 def _mean_ce(logits, labels):
     try:
         from tks_jax.losses import mean_ce
-    except ImportError:  # losses not there yet: the same formula (spec Eq. 6)
+    except ImportError:  # losses not there yet: the same formula (docs/method.md §4, Eq. 6)
         import optax
 
         return optax.softmax_cross_entropy_with_integer_labels(logits.mean(0), labels).mean()

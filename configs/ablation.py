@@ -1,6 +1,7 @@
-"""The ablation study of issue 7: one config per (setting, budget); the loss is set per run.
+"""The ablation study: one config per (setting, budget); the loss is set per run.
 
-Command (the whole study; see ``tks_jax/experiments/ablation.py`` for the plan and budgets):
+Command (the whole study; ``tks_jax/experiments/plan.py`` holds the plan; its measured run time
+is stated once, in the README next to this command):
   python -m tks_jax.experiments.ablation --out results/ablation --budget full
 
 One run by hand (the ablation CLI does exactly this for each of its runs):
@@ -10,10 +11,10 @@ One run by hand (the ablation CLI does exactly this for each of its runs):
 Settings (``get_config('<setting>,<budget>')``):
   mnist          static MNIST, T = 4 (the offline default ``configs/mnist_default.py``).
   mnist_hard     static MNIST with a reduced training set, where accuracy stays well below the
-                 ~99% ceiling (the issue's "harder regime").
+                 ~99% ceiling (a harder regime).
   nmnist_synth   the simulated event-camera MNIST, T = 10 (``configs/nmnist_synth_default.py``).
-Budgets: ``full`` (the study, ~1-1.5 h on 2 CPU cores), ``quick`` (a reduced study, ~25 min),
-``smoke`` (seconds; tests and notebooks).
+Budgets: ``full`` (the study), ``quick`` (the same plan on ~5x fewer images and 3 epochs),
+``smoke`` (a few steps of a tiny model; tests and notebooks).
 
 Everything except ``loss.name``, ``seed`` and (for the Fig. 3b sweep) ``num_steps`` is fixed by
 the (setting, budget) pair, so every loss sees the same data, model, optimiser, epochs and seeds.
@@ -31,8 +32,10 @@ SETTINGS = ("mnist", "mnist_hard", "nmnist_synth")
 BUDGETS = ("full", "quick", "smoke")
 
 # Per (setting, budget): training examples (the first n of the train split), epochs, test
-# examples (the first n of the stored test order; None = the whole 10k test set). Sizes are
-# explained by the measured costs in tks_jax/experiments/ablation.py.
+# examples (the first n of the stored test order; None = the whole 10k test set). The full
+# budget was sized from a measured pilot run per data set to fit a run time stated in the README;
+# five epochs is the fewest that gives TKS's per-epoch lambda ramp (lam = peak * epoch / epochs)
+# five levels, so training sets, not epochs, were cut.
 _SIZES = {
     ("mnist", "full"): dict(train=5000, epochs=5, test=None),
     ("mnist_hard", "full"): dict(train=1000, epochs=10, test=None),
@@ -50,7 +53,7 @@ _SIZES = {
 # Batches: 64 static images (the offline default); 32 event recordings at T = 10.
 _BATCH = {"mnist": 64, "mnist_hard": 64, "nmnist_synth": 32}
 _SMOKE_BATCH = 16
-_SMOKE_WIDTH = 0.0625  # channels 4-8-16-...: a forward/backward pass in milliseconds
+_SMOKE_WIDTH = 0.0625  # channels 4-8-16-...: the tiny model of tests and notebooks
 
 
 def parse_arg(arg: str | None) -> tuple[str, str]:

@@ -6,7 +6,7 @@ Command:
   CPU smoke run: add --config.smoke=True (needs the prepared data set).
 
 Paper: the fine-grained results are not in docs/method.md §11 (no number to compare with).
-Training from scratch; the number of epochs is not in the spec: (choice) 300.
+Training from scratch; the number of epochs is not in the paper: (choice) 300.
 
 Hardware: meant for one or a few GPUs (224x224 at T = 4); not measured here.
 """

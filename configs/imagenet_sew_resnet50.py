@@ -9,7 +9,7 @@ Paper (docs/method.md §11, top-1 %; AURC not reported):
   tks       top-1 70.7 %, AURC x1000 -
 
 Hardware: meant for a multi-GPU/TPU machine (8 accelerators or more); batch 128 split over
-devices. The number of epochs is not in the spec: (choice) 320, SEW-ResNet's ImageNet schedule.
+devices. The number of epochs is not in the paper: (choice) 320, SEW-ResNet's ImageNet schedule.
 """
 
 import ml_collections
@@ -34,7 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.connect = "add"  # SEW connect function ADD (docs/method.md §7)
     config.optimizer.name = "adam"  # ImageNet: Adam (docs/method.md §9)
     config.optimizer.weight_decay = 0.0  # ImageNet: no weight decay (docs/method.md §9)
-    config.num_epochs = 320  # (choice) not in the spec; SEW-ResNet's ImageNet schedule
+    config.num_epochs = 320  # (choice) not in the paper; SEW-ResNet's ImageNet schedule
     config.eval_every_epochs = 5  # an ImageNet eval pass is costly
     config.checkpoint_every_steps = 2000
     return apply_arg(config, arg)

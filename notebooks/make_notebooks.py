@@ -46,7 +46,7 @@ print("smoke run:", SMOKE, "| workdir:", WORKDIR)"""),
 
 Two samples of three classes over T = 4 steps. Sample 0 (label 2) is right at steps 0 and 2,
 sample 1 (label 0) is right at no step. TKS builds, per sample, a teacher from the **sum** of
-the logits of the steps that are right (docs/method.md §4, Eq. 5), softened by `temperature`, and
+the logits of the steps that are right (`docs/method.md` §4, Eq. 5), softened by `temperature`, and
 distils it into every step; a sample with no right step gets a uniform teacher."""),
     new_code_cell("""\
 import jax.numpy as jnp
@@ -120,12 +120,13 @@ PAPER_FIGURES = [
     new_markdown_cell("""\
 # The paper's figures on MNIST and simulated N-MNIST
 
-Drawn from the results folder of the ablation study (issue 7):
+Drawn from the results folder of the ablation study:
 
     python -m tks_jax.experiments.ablation --out results/ablation --budget full
 
 Set `TKS_RESULTS_DIR` to read another folder (the test suite uses a smoke study). Every
-number comes from `results.json`, which the command writes; figures: Fig. 3a (fewer steps at
+number comes from `results.json`, which the command writes from its per-run records
+(`runs.jsonl`); figures: Fig. 3a (fewer steps at
 test time), Fig. 3b (same T for training and test), Fig. 4 (accuracy of each step), Fig. 5
 (t-SNE of penultimate features) and the per-class accuracy of the first step (Sec. 5.4)."""),
     new_code_cell(SETUP + """
@@ -139,11 +140,19 @@ results = ablation.load_results(RESULTS)
 print("budget:", results["budget"], "|", len(results["runs"]), "runs |",
       f"{results['total_run_wall_s'] / 60:.1f} min of training and evaluation")
 for s in results["sessions"]:
-    print(" ", s["started"], s["machine"], f"{s['wall_s'] / 60:.1f} min", s["jobs"], "job(s)")"""),
+    print(" ", s["started"], s["machine"], f"{s['wall_s'] / 60:.1f} min", s["jobs"], "job(s)")
+# One record per run (metrics, resolved config, provenance) in runs.jsonl.
+records = ablation.read_records(RESULTS)
+print(len(records), "run records; code (commit):", ", ".join(results["code_versions"]))"""),
     new_markdown_cell("## Results table (mean ± std over seeds) and the paper's claims"),
     new_code_cell("""\
 display(Markdown(ablation.format_table(results["groups"])))
 display(Markdown(ablation.format_claims(results["claims"])))"""),
+    new_markdown_cell("## Top-1 of every seed (from the run records)"),
+    new_code_cell("""\
+for name, rec in records.items():
+    if rec["num_steps"] == ablation.DEFAULT_T[rec["setting"]]:
+        print(f"{name:28s} top-1 {100 * rec['metrics']['top1']:.2f}%")"""),
     new_markdown_cell("## Fig. 3a: trained at T, tested with the first k steps"),
     new_code_cell("fig = figures.fig_fewer_steps(results)"),
     new_markdown_cell("## Fig. 3b: the same T for training and test (simulated N-MNIST, seed 0)"),

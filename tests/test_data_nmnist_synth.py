@@ -156,6 +156,7 @@ def _prepare_in_subprocess(data_dir, seed):
     return len(train), train[0]["t"].tolist()
 
 
+@pytest.mark.slow  # a child process
 def test_concurrent_preparers_do_not_collide(tmp_path):
     # Two processes preparing the same dataset at once (parallel runs of the ablation study)
     # used to fail in the second one with "FileExistsError: Cannot rename ... incomplete";

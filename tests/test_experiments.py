@@ -1,107 +1,19 @@
 """The ablation study tooling: plan, configs (the loss is the only difference), penultimate
-features, aggregation (mean +- std over seeds, claims) against hand-computed references, and one
-end-to-end study of two tiny runs on synthetic data."""
+features, aggregation (mean +- std over seeds, claims) against hand-computed references, the
+run records and their provenance, the committed results, and end-to-end studies of tiny runs on
+synthetic data (one of them twice, in fresh processes, for bitwise determinism)."""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
+import shutil
 
 import jax
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-
-from tks_jax.experiments import ablation, figures  # noqa: E402
-
-# ------------------------------------------------------------------------------------------
-# A hand-made results folder (no training): known numbers in, known table out.
-# ------------------------------------------------------------------------------------------
-
-# top-1 per (setting, loss) and seed; AURC = 100 * (1 - top1) so it is known too.
-FAKE_TOP1 = {
-    ("mnist", "baseline"): [0.90, 0.92, 0.94],
-    ("mnist", "ls"): [0.91, 0.91, 0.91],
-    ("mnist", "tet"): [0.93, 0.95, 0.94],
-    ("mnist", "tks"): [0.96, 0.95, 0.97],
-    ("nmnist_synth", "baseline"): [0.80, 0.82, 0.84],
-    ("nmnist_synth", "tks"): [0.78, 0.80, 0.82],
-}
-FAKE_T = {"mnist": 4, "nmnist_synth": 10}
-
-
-def _fake_per_step(top1: float, t: int, loss: str) -> list[float]:
-    # baseline: first step far below; tks: flat. Every tks step beats the baseline's on mnist.
-    if loss == "tks":
-        return [top1 - 0.01] * t
-    return [top1 - 0.3 + 0.3 * k / max(1, t - 1) for k in range(t)]
-
-
-def write_fake_study(out_dir: str, *, num_classes: int = 3, n: int = 60) -> None:
-    """Writes finished-run folders (run.json, report.json, features.npz) and a study.json."""
-    rng = np.random.default_rng(0)
-    for (setting, loss), values in FAKE_TOP1.items():
-        t = FAKE_T[setting]
-        for seed, top1 in enumerate(values):
-            spec = ablation.RunSpec(setting, loss, seed, t, ("main",))
-            run_dir = os.path.join(out_dir, "runs", spec.name)
-            os.makedirs(os.path.join(run_dir, "report"), exist_ok=True)
-            per_step = _fake_per_step(top1, t, loss)
-            first_k = [per_step[0]] + [top1] * (t - 1)
-            metrics = {
-                "top1": top1, "top5": 1.0, "aurc_logit": 100 * (1 - top1),
-                "aurc_softmax": 90 * (1 - top1), "first_k_accuracy": first_k,
-                "per_step_accuracy": per_step, "num_examples": n,
-                "per_class_accuracy_first_step": [per_step[0]] * (num_classes - 1) + [None],
-            }
-            with open(os.path.join(run_dir, "report", "report.json"), "w") as f:
-                json.dump({"run": {}, "metrics": metrics}, f)
-            labels = np.arange(n) % num_classes
-            spread = 0.2 if loss == "tks" else 1.0  # tks: tighter clusters
-            feats = 3.0 * np.eye(num_classes)[labels] + spread * rng.normal(size=(n, num_classes))
-            np.savez(os.path.join(run_dir, ablation.FEATURES_NPZ), features=feats.astype(
-                np.float32), labels=labels.astype(np.int32))
-            rec = {**spec.__dict__, "studies": ["main"], "name": spec.name, "budget": "smoke",
-                   "step": 10, "wall_s": 2.0, "cpu_s": 3.0, "report_dir": os.path.join(
-                       "runs", spec.name, "report")}
-            with open(os.path.join(run_dir, ablation.RUN_JSON), "w") as f:
-                json.dump(rec, f)
-    for loss, top1 in (("baseline", [0.5, 0.7]), ("tks", [0.6, 0.69])):
-        for t, v in zip((1, 2), top1, strict=True):
-            spec = ablation.RunSpec("nmnist_synth", loss, 0, t, ("sweep",))
-            run_dir = os.path.join(out_dir, "runs", spec.name)
-            os.makedirs(os.path.join(run_dir, "report"), exist_ok=True)
-            metrics = {"top1": v, "top5": 1.0, "aurc_logit": 1.0, "aurc_softmax": 1.0,
-                       "first_k_accuracy": [v] * t, "per_step_accuracy": [v] * t,
-                       "num_examples": n, "per_class_accuracy_first_step": [v] * num_classes}
-            with open(os.path.join(run_dir, "report", "report.json"), "w") as f:
-                json.dump({"run": {}, "metrics": metrics}, f)
-            labels = np.arange(n) % num_classes
-            np.savez(os.path.join(run_dir, ablation.FEATURES_NPZ),
-                     features=rng.normal(size=(n, 4)).astype(np.float32), labels=labels)
-            rec = {**spec.__dict__, "studies": ["sweep"], "name": spec.name, "budget": "smoke",
-                   "step": 10, "wall_s": 1.0, "cpu_s": 1.0,
-                   "report_dir": os.path.join("runs", spec.name, "report")}
-            with open(os.path.join(run_dir, ablation.RUN_JSON), "w") as f:
-                json.dump(rec, f)
-    with open(os.path.join(out_dir, ablation.STUDY_JSON), "w") as f:
-        json.dump({"budget": "smoke", "sessions": [{
-            "started": "2026-01-01 00:00:00", "wall_s": 60.0, "runs_trained": 22, "jobs": 1,
-            "studies": ["main", "sweep"], "seeds": [0, 1, 2], "losses": list(ablation.LOSSES),
-            "sweep_steps": [1, 2, 10], "machine": "test"}]}, f)
-
-
-@pytest.fixture(scope="module")
-def fake_results(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("fake_study"))
-    write_fake_study(out)
-    results = ablation.aggregate(out, log=lambda _: None)
-    return out, results
-
+from tks_jax.experiments import ablation, aggregate, figures, plan, records, runner
 
 # ------------------------------------------------------------------------------------------
 # Plan and configs.
@@ -231,12 +143,12 @@ def test_silhouette_against_the_formula():
     assert ablation.silhouette(x, y) == pytest.approx(expected)
 
 
-def test_aggregate_groups_and_table(fake_results):
-    out, results = fake_results
+def test_aggregate_groups_and_table(fake_study):
+    out, results = fake_study.out, fake_study.results
     g = results["groups"]
     assert set(g) == {"mnist", "nmnist_synth"}
     assert list(g["mnist"]) == list(ablation.LOSSES)
-    for (setting, loss), values in FAKE_TOP1.items():
+    for (setting, loss), values in fake_study.top1.items():
         assert g[setting][loss]["top1"]["mean"] == pytest.approx(np.mean(values))
         assert g[setting][loss]["top1"]["std"] == pytest.approx(np.std(values, ddof=1))
         assert g[setting][loss]["aurc_logit"]["mean"] == pytest.approx(
@@ -257,8 +169,8 @@ def test_aggregate_groups_and_table(fake_results):
     assert results["total_run_wall_s"] == pytest.approx(18 * 2.0 + 4 * 1.0)
 
 
-def test_claims_on_known_numbers(fake_results):
-    _, results = fake_results
+def test_claims_on_known_numbers(fake_study):
+    results = fake_study.results
     claims = {(c["claim"].split(":")[0], c["setting"]): c for c in results["claims"]}
     # mnist: TKS 96 > TET 94; AURC 4 < 6; drop 1 vs 30 points; every step higher.
     assert claims[("1a", "mnist")]["held"] and "+2.00 points" in claims[("1a", "mnist")][
@@ -280,8 +192,8 @@ def test_claims_on_known_numbers(fake_results):
         "evidence"]
 
 
-def test_figures_and_tsne_written(fake_results):
-    out, results = fake_results
+def test_figures_and_tsne_written(fake_study):
+    out, results = fake_study.out, fake_study.results
     for name in figures.FILES.values():
         path = os.path.join(out, name)
         assert os.path.getsize(path) > 1000, name
@@ -293,8 +205,8 @@ def test_figures_and_tsne_written(fake_results):
     assert emb["embedding"].shape == (60, 2) and np.all(np.isfinite(emb["embedding"]))
 
 
-def test_study_dir_refuses_another_budget(tmp_path):
-    write_fake_study(str(tmp_path))
+def test_study_dir_refuses_another_budget(tmp_path, fake_study_writer):
+    fake_study_writer(str(tmp_path))
     with pytest.raises(ValueError, match="budget 'smoke'"):
         ablation.run_study(str(tmp_path), budget="quick", studies=["main"])
 
@@ -317,7 +229,7 @@ def test_cli_errors(tmp_path, capsys):
 def _use_synthetic_data(monkeypatch, examples, epochs, broken=frozenset()):
     """Makes the study's runs train on tiny synthetic event data (runs named in ``broken``
     get an unknown data set, so that they fail)."""
-    make_config = ablation.make_config
+    make_config = plan.make_config
 
     def config(spec, budget):
         c = make_config(spec, budget)
@@ -331,22 +243,38 @@ def _use_synthetic_data(monkeypatch, examples, epochs, broken=frozenset()):
         c.num_epochs = epochs
         return c
 
-    monkeypatch.setattr(ablation, "make_config", config)
+    monkeypatch.setattr(plan, "make_config", config)
 
 
+@pytest.mark.slow
 def test_run_study_end_to_end(tmp_path, monkeypatch):
     _use_synthetic_data(monkeypatch, examples=24, epochs=2)
     out = str(tmp_path / "study")
     lines = []
     results = ablation.run_study(out, budget="smoke", studies=["sweep"], seeds=[0],
                                  sweep_steps=[2], feature_examples=16, log=lines.append)
-    assert set(results["runs"]) == {"nmnist_synth_baseline_T2_s0", "nmnist_synth_tks_T2_s0"}
+    names = {"nmnist_synth_baseline_T2_s0", "nmnist_synth_tks_T2_s0"}
+    assert set(results["runs"]) == names
+    recs = records.read_records(out)
+    assert set(recs) == names
     for name, run in results["runs"].items():
         rep = json.load(open(os.path.join(out, "runs", name, "report", "report.json")))
+        assert recs[name]["metrics"] == rep["metrics"]  # the record holds the whole report
         assert run["top1"] == rep["metrics"]["top1"]
         assert rep["run"]["loss"] == run["loss"] and run["step"] == 2 * 24 // 8
-        feats = np.load(os.path.join(out, "runs", name, ablation.FEATURES_NPZ))
+        feats = np.load(os.path.join(out, "runs", name, records.FEATURES_NPZ))
         assert feats["features"].shape[0] == 16 and feats["labels"].shape == (16,)
+        assert recs[name]["silhouette"] == pytest.approx(
+            ablation.silhouette(feats["features"], feats["labels"]))
+        # Provenance: this checkout's commit, the resolved config with the arithmetic options.
+        prov = recs[name]["provenance"]
+        assert prov["versions"]["jax"] == jax.__version__
+        assert prov["config"]["loss"]["name"] == run["loss"]
+        assert prov["config"]["data"]["name"] == "synthetic_events"
+        assert prov["arithmetic"] == {k: prov["config"]["model"].get(k)
+                                      for k in ("conv", "dtype", "remat")}
+        assert run["provenance"] == {k: v for k, v in prov.items() if k != "config"}
+        assert run["config"] == prov["config"]
     assert results["sweep"]["tks"]["2"] == results["runs"]["nmnist_synth_tks_T2_s0"]["top1"]
     assert os.path.exists(os.path.join(out, figures.FILES["fig_same_t"]))
     # A second call trains nothing (the runs are finished) and keeps the numbers.
@@ -355,10 +283,13 @@ def test_run_study_end_to_end(tmp_path, monkeypatch):
                                sweep_steps=[2], feature_examples=16, log=lines.append)
     assert "2 already finished" in lines[0]
     assert again["sweep"] == results["sweep"]
-    assert len(json.load(open(os.path.join(out, ablation.STUDY_JSON)))["sessions"]) == 2
+    assert len(json.load(open(os.path.join(out, runner.STUDY_JSON)))["sessions"]) == 2
+    # The results folder without its training directories aggregates to the same numbers.
+    shutil.rmtree(os.path.join(out, records.RUNS_DIR))
+    assert aggregate.aggregate(out, log=lambda _: None)["groups"] == results["groups"]
 
 
-
+@pytest.mark.slow
 def test_failed_run_does_not_stop_the_study(tmp_path, monkeypatch):
     broken = {"nmnist_synth_baseline_T2_s0"}
     _use_synthetic_data(monkeypatch, examples=16, epochs=1, broken=broken)
@@ -367,10 +298,8 @@ def test_failed_run_does_not_stop_the_study(tmp_path, monkeypatch):
                   feature_examples=8, log=lambda line: None)
     with pytest.raises(RuntimeError, match=r"1 of 2 runs failed[\s\S]*baseline_T2_s0"):
         ablation.run_study(out, **kwargs)
-    runs = os.path.join(out, "runs")
-    assert os.path.exists(os.path.join(runs, "nmnist_synth_tks_T2_s0", ablation.RUN_JSON))
-    assert not os.path.exists(os.path.join(runs, "nmnist_synth_baseline_T2_s0", ablation.RUN_JSON))
-    study = json.load(open(os.path.join(out, ablation.STUDY_JSON)))
+    assert set(records.read_records(out)) == {"nmnist_synth_tks_T2_s0"}
+    study = json.load(open(os.path.join(out, runner.STUDY_JSON)))
     assert study["sessions"][-1]["failed"] == ["nmnist_synth_baseline_T2_s0"]
     # Fixed, the same call trains only the failed run.
     broken.clear()
@@ -378,3 +307,119 @@ def test_failed_run_does_not_stop_the_study(tmp_path, monkeypatch):
     results = ablation.run_study(out, **{**kwargs, "log": lines.append})
     assert "1 already finished" in lines[0]
     assert set(results["runs"]) == {"nmnist_synth_baseline_T2_s0", "nmnist_synth_tks_T2_s0"}
+
+
+STUDY_CHILD = """
+import json, sys
+from tks_jax.experiments import plan, runner
+
+make_config = plan.make_config
+
+
+def config(spec, budget):
+    c = make_config(spec, budget)
+    c.data.name = "synthetic_events"
+    c.data.image_shape = (16, 16, 2)
+    c.data.num_classes = 3
+    c.data.synthetic_examples = 16
+    c.data.max_train_examples = None
+    c.data.max_eval_examples = None
+    c.batch_size = c.eval_batch_size = 8
+    c.num_epochs = 2
+    return c
+
+
+plan.make_config = config
+runner.run_study(sys.argv[1], budget="smoke", studies=["sweep"], seeds=[0], losses=["tks"],
+                 sweep_steps=[2], feature_examples=16, log=lambda line: None)
+"""
+
+
+@pytest.mark.slow
+def test_study_is_deterministic_across_processes(tmp_path):
+    """Same command, same commit, same machine: the same records bitwise (CPU)."""
+    from conftest import run_child
+
+    outs = [str(tmp_path / name) for name in ("a", "b")]
+    for out in outs:
+        proc = run_child(STUDY_CHILD, out, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = (records.read_records(out)["nmnist_synth_tks_T2_s0"] for out in outs)
+    for rec in (a, b):  # timings differ; everything computed must not
+        del rec["wall_s"], rec["cpu_s"]
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    reports = [open(os.path.join(out, "runs", "nmnist_synth_tks_T2_s0", "report",
+                                 "report.json")).read() for out in outs]
+    assert reports[0] == reports[1]
+
+
+# ------------------------------------------------------------------------------------------
+# Run records: one commit per results folder; the committed results regenerate.
+# ------------------------------------------------------------------------------------------
+
+
+def _with_commit(out: str, name: str, commit: str, dirty: bool = False) -> None:
+    recs = records.read_records(out)
+    recs[name]["provenance"]["git"] = {"commit": commit, "dirty": dirty}
+    os.remove(records.runs_path(out))
+    records.append_records(out, recs.values())
+
+
+def test_aggregate_refuses_mixed_commits(tmp_path, fake_study_writer, capsys):
+    out = str(tmp_path)
+    fake_study_writer(out)
+    _with_commit(out, "mnist_tks_T4_s1", "f" * 40, dirty=True)
+    with pytest.raises(ValueError, match=r"2 code versions[\s\S]*f{40}\+dirty: mnist_tks_T4_s1\n"):
+        aggregate.aggregate(out, log=lambda _: None)
+    assert ablation.main(["--out", out, "--aggregate-only"]) == 2
+    err = capsys.readouterr().err
+    assert "mnist_tks_T4_s1" in err and "--allow-mixed-commits" in err
+    assert ablation.main(["--out", out, "--aggregate-only", "--allow-mixed-commits"]) == 0
+    versions = json.load(open(os.path.join(out, ablation.RESULTS_JSON)))["code_versions"]
+    assert versions["f" * 40 + "+dirty"] == ["mnist_tks_T4_s1"]
+    assert len(versions) == 2 and sum(len(v) for v in versions.values()) == 22
+
+
+def test_study_refuses_to_add_runs_of_other_code(tmp_path, fake_study_writer, monkeypatch):
+    out = str(tmp_path)
+    fake_study_writer(out)  # recorded at a commit that is not this checkout's
+    trained = []
+    monkeypatch.setattr(runner, "_run_in_worker", lambda a: trained.append(a))
+    with pytest.raises(ValueError, match=r"holds runs from other code[\s\S]*--allow-mixed"):
+        runner.run_study(out, budget="smoke", studies=["sweep"], seeds=[0], sweep_steps=[3],
+                         log=lambda _: None)
+    assert trained == []
+
+
+def test_records_reject_a_broken_line(tmp_path, fake_study_writer):
+    fake_study_writer(str(tmp_path))
+    with open(records.runs_path(str(tmp_path)), "a") as f:
+        f.write("{not json\n")
+    with pytest.raises(ValueError, match="line 23: not JSON"):
+        records.read_records(str(tmp_path))
+
+
+@pytest.mark.parametrize("study", ["ablation", "ablation_quick"])
+def test_committed_results_regenerate(study, tmp_path, repo_root):
+    """``--aggregate-only`` on the committed runs.jsonl gives the committed tables, and every
+    row of the README's results table is in the regenerated table."""
+    src = os.path.join(repo_root, "results", study)
+    out = str(tmp_path / study)
+    os.makedirs(out)
+    for name in (records.RUNS_JSONL, runner.STUDY_JSON):
+        shutil.copy(os.path.join(src, name), out)
+    shutil.copytree(os.path.join(src, aggregate.TSNE_DIR), os.path.join(out, aggregate.TSNE_DIR))
+    assert ablation.main(["--out", out, "--aggregate-only"]) == 0
+    for name in (ablation.TABLE_MD, ablation.CLAIMS_MD):
+        assert open(os.path.join(out, name)).read() == open(os.path.join(src, name)).read(), name
+    fresh = json.load(open(os.path.join(out, ablation.RESULTS_JSON)))
+    committed = json.load(open(os.path.join(src, ablation.RESULTS_JSON)))
+    assert fresh == committed
+    if study == "ablation":
+        readme = open(os.path.join(repo_root, "README.md")).read()
+        table = open(os.path.join(out, ablation.TABLE_MD)).read()
+        rows = [line for line in readme.splitlines()
+                if line.startswith(("| mnist", "| nmnist")) and line.count("|") == 8]
+        assert len(rows) == 12
+        for row in rows:
+            assert row.replace("**", "") in table, row

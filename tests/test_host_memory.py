@@ -34,6 +34,7 @@ print(called, before, rss_mb())
 """
 
 
+@pytest.mark.slow  # a child process
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc_trim is Linux's")
 def test_release_freed_memory_shrinks_resident_heap():
     out = subprocess.run(

@@ -1,13 +1,12 @@
 """Both notebooks execute top to bottom (nbclient) on a tiny run, and are stored without outputs.
 
 01 trains a smoke run (``TKS_NOTEBOOK_SMOKE=1``) on the offline MNIST; 02 draws its figures from a
-hand-made results folder (``write_fake_study`` of ``test_experiments``), so no study is trained.
+hand-made results folder (the ``fake_study`` fixture of ``conftest.py``), so no study is trained.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 
@@ -16,11 +15,6 @@ nbclient = pytest.importorskip("nbclient")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = os.path.join(REPO, "notebooks")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from test_experiments import write_fake_study  # noqa: E402
-
-from tks_jax.experiments import ablation  # noqa: E402
 
 
 def _execute(name: str, env: dict[str, str], monkeypatch) -> nbformat.NotebookNode:
@@ -53,9 +47,9 @@ def test_stored_without_outputs(name):
             assert cell.outputs == [] and cell.execution_count is None
 
 
-def test_notebooks_match_their_generator(tmp_path):
+def test_notebooks_match_their_generator(monkeypatch):
     """The .ipynb files are what ``make_notebooks.py`` writes (edit the script, not the files)."""
-    sys.path.insert(0, NOTEBOOKS)
+    monkeypatch.syspath_prepend(NOTEBOOKS)
     import make_notebooks
 
     for name, cells in (("01_quickstart.ipynb", make_notebooks.QUICKSTART),
@@ -79,13 +73,12 @@ def test_quickstart_runs(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_paper_figures_runs(tmp_path, monkeypatch):
-    out = str(tmp_path / "study")
-    write_fake_study(out)
-    ablation.aggregate(out, log=lambda _: None)
-    nb = _execute("02_paper_figures.ipynb", {"TKS_RESULTS_DIR": out}, monkeypatch)
+def test_paper_figures_runs(fake_study, monkeypatch):
+    nb = _execute("02_paper_figures.ipynb", {"TKS_RESULTS_DIR": fake_study.out}, monkeypatch)
     text = _outputs_text(nb)
     assert "budget: smoke" in text
     assert "96.00 ± 1.00" in text  # the table, from results.json
+    assert "22 run records" in text and fake_study.commit in text
+    assert "mnist_tks_T4_s2              top-1 97.00%" in text  # a seed, from runs.jsonl
     pngs = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
     assert pngs == 5  # Figs. 3a, 3b, 4, 5 and the per-class accuracy

@@ -591,6 +591,7 @@ print("SHARDED_OK")
 """
 
 
+@pytest.mark.slow  # a child process
 def test_chunked_remat_under_data_parallel_sharding():
     # The chunked units with the batch split over 8 devices (BatchNorm statistics are global
     # sums across devices) give the single-device loss, running statistics and gradients.

@@ -122,7 +122,7 @@ class SpikeTest(parameterized.TestCase):
             np.testing.assert_allclose(np.asarray(g), NP_SURROGATE_GRADS[name](x, a), atol=1e-6)
 
     def test_qgate_default_is_the_papers(self):
-        # Spec 2: 2 - 4|x| on |x| <= 0.5, peak 2, area exactly 1.
+        # docs/method.md §2: 2 - 4|x| on |x| <= 0.5, peak 2, area exactly 1.
         x = jnp.asarray([0.0, 0.1, -0.25, 0.5, 0.6], jnp.float32)
         g = jax.vmap(jax.grad(lambda v: spiking.spike(v)))(x)
         np.testing.assert_allclose(np.asarray(g), [2.0, 1.6, 1.0, 0.0, 0.0], atol=1e-6)

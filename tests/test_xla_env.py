@@ -40,6 +40,7 @@ def test_apply_sets_the_environment_it_is_given(monkeypatch):
     assert xla_env.apply_recommended_xla_flags(env) is None and env == {}
 
 
+@pytest.mark.slow  # a child process
 def test_train_py_sets_the_flags_before_xla_reads_them(tmp_path):
     # A probe flag XLA does not know makes it abort when it creates the backend: seeing that
     # abort proves train.main sets XLA_FLAGS early enough for the real flag to take effect.

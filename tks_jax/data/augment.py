@@ -213,7 +213,7 @@ class RandAugment:
 
     Attributes:
         num_ops: ops applied per image (N).
-        magnitude: strength M on a 0..10 scale (spec: m9).
+        magnitude: strength M on a 0..10 scale (docs/method.md §8: m9).
         magnitude_std: the magnitude of each op is drawn from ``Normal(M, std)`` clipped to
             [0, 10] (timm's ``mstd``); 0 keeps it fixed.
         fill: grey level of pixels uncovered by geometric ops.

@@ -37,10 +37,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MNIST_MEAN = (0.1307,)
 MNIST_STD = (0.3081,)
 
-CIFAR_PADDING = 4  # spec 8: random crop 32 pad 4
-RANDOM_ERASING_PROBABILITY = 0.25  # spec 8
-INCEPTION_CROP_SCALE = (0.08, 1.0)  # spec 8: ImageNet random resized crop scale
-EVAL_RESIZE = 256  # spec 8: eval resize 256 + center crop 224
+CIFAR_PADDING = 4  # docs/method.md §8: random crop 32 pad 4
+RANDOM_ERASING_PROBABILITY = 0.25  # docs/method.md §8
+INCEPTION_CROP_SCALE = (0.08, 1.0)  # docs/method.md §8: ImageNet random resized crop scale
+EVAL_RESIZE = 256  # docs/method.md §8: eval resize 256 + center crop 224
 
 
 @dataclasses.dataclass(frozen=True)

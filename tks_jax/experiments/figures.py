@@ -1,10 +1,10 @@
 """The paper's figures from an ablation results folder (``results.json``; matplotlib, Agg).
 
-Each ``fig_*`` function takes the results dict (``ablation.load_results``) and returns a
+Each ``fig_*`` function takes the results dict (``aggregate.load_results``) and returns a
 ``matplotlib.figure.Figure``; ``draw_all`` writes them as PNG into the results folder.
 
 - ``fig_fewer_steps`` (Fig. 3a): accuracy of ``argmax mean_{t<k} z_t`` vs k, from the runs at
-  the training T (docs/method.md §10).
+  the training T (``docs/method.md`` §10).
 - ``fig_same_t`` (Fig. 3b): top-1 when training and testing at the same T.
 - ``fig_per_step`` (Fig. 4): accuracy of ``argmax z_t`` per step t.
 - ``fig_tsne`` (Fig. 5): t-SNE of the penultimate features, baseline vs TKS.

@@ -56,7 +56,7 @@ def make_train_step(
         )
         param_updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], param_updates)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree_utils.tree_norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         bad = state["first_nonfinite_step"]
         new_state = dict(

@@ -1,0 +1,79 @@
+"""Markdown of a study's results: the results table and the results folder's ``README.md``."""
+
+from __future__ import annotations
+
+import os
+
+from tks_jax.experiments import claims, plan
+
+
+def _fmt(ms: dict, scale: float = 1.0, digits: int = 2) -> str:
+    if ms["std"] is None:
+        return f"{scale * ms['mean']:.{digits}f}"
+    return f"{scale * ms['mean']:.{digits}f} ± {scale * ms['std']:.{digits}f}"
+
+
+def format_table(groups: dict) -> str:
+    """The results table (markdown): top-1 %, AURC x 1000 (max-logit), first-step accuracy %,
+    silhouette of the penultimate features; mean ± std over seeds."""
+    lines = ["| data | loss | seeds | top-1 (%) | AURC x1000 | first step only (%) | "
+             "silhouette |", "|---|---|---|---|---|---|---|"]
+    for setting in ("mnist", "mnist_hard", "nmnist_synth"):
+        for loss, g in groups.get(setting, {}).items():
+            lines.append(
+                f"| {setting} (T={plan.DEFAULT_T[setting]}) | {loss} | {len(g['seeds'])} | "
+                f"{_fmt(g['top1'], 100)} | {_fmt(g['aurc_logit'])} | "
+                f"{_fmt(g['first_step_accuracy'], 100)} | {_fmt(g['silhouette'], 1, 3)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _code_line(versions: dict[str, list[str]]) -> str:
+    line = "- Code (commit): " + "; ".join(f"`{v}` ({len(names)} runs)"
+                                           for v, names in versions.items())
+    if "unknown" in versions:
+        line += " ('unknown': runs recorded without their commit)"
+    return line + "."
+
+
+def format_summary(results: dict, out_dir: str) -> str:
+    """``README.md`` of a results folder: command, machine and time, table, claims, figures."""
+    sessions = results.get("sessions") or []
+    cmd = (f"python -m tks_jax.experiments.ablation --out {os.path.normpath(out_dir)} "
+           f"--budget {results.get('budget')}")
+    if sessions and sessions[-1].get("jobs", 1) > 1:
+        cmd += f" --jobs {sessions[-1]['jobs']}"
+    lines = [f"# Ablation study: budget `{results.get('budget')}`", "", "Command:", "",
+             f"    {cmd}", ""]
+    for s in sessions:
+        lines.append(f"- {s['started']}: {s['runs_trained']} runs trained in "
+                     f"{s['wall_s'] / 60:.1f} min wall-clock with {s['jobs']} job(s) on "
+                     f"{s['machine']}"
+                     + (f"; failed: {', '.join(s['failed'])}" if s.get("failed") else "")
+                     + (f" ({s['note']})" if s.get("note") else "") + ".")
+    lines += [
+        f"- Sum over runs: {results['total_run_wall_s'] / 60:.1f} min of run wall-clock, "
+        f"{results['total_run_cpu_s'] / 60:.1f} CPU-min ({len(results['runs'])} runs).",
+        _code_line(results.get("code_versions") or {}),
+        "- Per-run records (metrics, resolved config, provenance): `runs.jsonl`; aggregated: "
+        "`results.json`.", "",
+        "## Results (mean ± std over seeds; last step, no selection on the test split)", "",
+        "Top-1 of `argmax mean_t z_t`; AURC x1000 with max-logit confidence (the paper's); "
+        "first step only = accuracy of `argmax z_1`; silhouette of the time-averaged "
+        "penultimate features of test examples (higher = classes better separated).", "",
+        format_table(results["groups"]), "## The paper's claims here", "",
+        claims.format_claims(results["claims"]), "## Figures", "",
+    ]
+    for name in ("fig3a_fewer_steps.png", "fig3b_same_T.png", "fig4_per_step.png",
+                 "fig5_tsne.png", "per_class_first_step.png"):
+        if os.path.exists(os.path.join(out_dir, name)):
+            lines.append(f"![{name}]({name})")
+    if results.get("sweep"):
+        lines += ["", "Same-T sweep (Fig. 3b, seed 0), top-1 (%):", "",
+                  "| loss | " + " | ".join(f"T={t}" for t in next(iter(
+                      results["sweep"].values()))) + " |",
+                  "|---|" + "---|" * len(next(iter(results["sweep"].values())))]
+        for loss, per_t in results["sweep"].items():
+            lines.append(f"| {loss} | " + " | ".join(f"{100 * v:.2f}" for v in per_t.values())
+                         + " |")
+    return "\n".join(lines) + "\n"
