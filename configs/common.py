@@ -109,6 +109,10 @@ def base_config(
     c.distributed = False  # True: jax.distributed.initialize() (multi-host)
     c.overwrite = False  # True: discard a run with a different config in the workdir
     c.resume_with_changes = ""  # e.g. "optimizer.base_learning_rate": resume despite a change
+    # Non-empty: the final report adds the anytime exit rule, calibrated on the validation
+    # split (needs data.validation_size), e.g. "max_drop=0.005" (python -m tks_jax.evaluate's
+    # --anytime takes the same string).
+    c.anytime = ""
 
     c.paper = ml_collections.ConfigDict(paper or {})
 

@@ -103,7 +103,12 @@ def test_add_to_report_end_to_end(tmp_path):
     from tks_jax.training import loop
 
     workdir = str(tmp_path / "run")
-    train_lib.train_and_evaluate(tl.tiny_config(), workdir, model=tl.tiny_model())
+    config = tl.tiny_config()
+    config.anytime = "max_drop=0.2"  # the training run's final report includes it
+    train_lib.train_and_evaluate(config, workdir, model=tl.tiny_model())
+    trained = report.load_report(os.path.join(workdir, "report"))["anytime"]
+    assert trained["max_drop"] == 0.2 and trained["confidence"] == "softmax"
+    assert 1.0 <= trained["test"]["mean_steps"] <= 2.0
     rep = loop.evaluate_workdir(workdir, model=tl.tiny_model())
     rep = anytime_eval.add_to_report(workdir, rep, "max_drop=0.1,confidence=logit",
                                      model=tl.tiny_model())

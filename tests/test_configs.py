@@ -211,3 +211,15 @@ def test_smoke_arg_and_unknown_arg():
     assert _get("mnist_default", "smoke").smoke
     with pytest.raises(ValueError, match="Unknown config argument 'fast'"):
         _get("mnist_default", "fast")
+
+
+def test_anytime_report_is_checked_before_training():
+    c = _get("mnist_default")
+    c.anytime = "max_drop=0.005"
+    with pytest.raises(ValueError, match="data.validation_size"):  # nothing to calibrate on
+        config_lib.validate_config(c)
+    c.data.validation_size = 5000
+    config_lib.validate_config(c)
+    c.anytime = "max_drop=0.005,confidence=entropy"
+    with pytest.raises(ValueError, match="anytime: .*confidence must be one of"):
+        config_lib.validate_config(c)

@@ -310,7 +310,6 @@ def _vgg_loss_and_grads(x, y, **options):
     "norm,chunk_bytes,chunked_units",
     [
         ("tebn", 1, 8),  # one step per chunk in every unit (TEBN: per-step scales too)
-        ("bn", 1, 8),
         # conv1-4 one step per chunk, conv5-8 fit in one chunk (both steps): nn.remat
         ("tdbn", 2 * 16 * 16 * 8 * 4, 4),
     ],

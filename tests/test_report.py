@@ -117,3 +117,26 @@ def test_markdown_table_has_the_numbers():
     assert "| paper top-1 (%) | 96.35 |" in md  # the paper's number for this loss
     assert "| 1 | 50.00 | 50.00 |" in md and "| 2 | 75.00 | 75.00 |" in md
     assert "| conv1/lif | 0.1000 | 30.0 |" in md
+
+
+def test_report_records_where_it_came_from(tmp_path):
+    """report.json carries the code's commit, the library versions, the machine and the
+    options that change the arithmetic, so a number can be traced to what produced it."""
+    import subprocess
+
+    import jax
+
+    rep = _example_report()
+    paths = report.write_report(rep, str(tmp_path / "r"))
+    with open(paths["json"]) as f:
+        prov = json.load(f)["provenance"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.abspath(__file__)))
+    if head.returncode == 0:  # a git checkout (CI's fresh clone is one)
+        assert prov["git"]["commit"] == head.stdout.strip()
+        assert isinstance(prov["git"]["dirty"], bool)
+    assert prov["versions"]["jax"] == jax.__version__
+    assert prov["machine"]["backend"] == jax.default_backend()
+    assert prov["arithmetic"] == {"conv": None, "dtype": None, "remat": None}
+    assert prov["config"]["model"] == {"name": "resnet19"}
+    assert "provenance" not in report.build_report({"top1": 1.0})  # no config, no record

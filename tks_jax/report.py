@@ -37,7 +37,9 @@ def build_report(
       train: last logged training scalars.
 
     Returns:
-      ``{'run': {...}, 'metrics': {...}}`` (JSON-able).
+      ``{'run': {...}, 'metrics': {...}, 'provenance': {...}}`` (JSON-able); ``provenance``
+      (``tks_jax.provenance.collect``: commit, library versions, machine, the options that
+      change the arithmetic and the resolved config) only when ``config`` is given.
     """
     run: dict[str, Any] = {"step": step}
     if config is not None:
@@ -52,7 +54,12 @@ def build_report(
         })
     if train:
         run["last_train"] = dict(train)
-    return {"run": run, "metrics": dict(metrics)}
+    out = {"run": run, "metrics": dict(metrics)}
+    if config is not None:
+        from tks_jax import provenance
+
+        out["provenance"] = provenance.collect(config)
+    return out
 
 
 def _pct(x: float) -> str:

@@ -38,7 +38,7 @@ RUNTIME_KEYS = (
     "async_checkpointing", "eval_every_epochs", "eval_batch_size", "eval_num_steps",
     "distributed", "data.data_dir", "data.num_workers", "data.eval_split",
     "data.max_eval_examples", "tensorboard", "max_train_steps", "description",
-    "model.conv", "model.remat", "resume_with_changes",
+    "model.conv", "model.remat", "resume_with_changes", "anytime",
 )
 
 
@@ -135,6 +135,16 @@ def validate_config(
     for key in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
         if config[key] < 1:
             _fail(f"{key} must be >= 1, got {config[key]!r}.")
+    if config.get("anytime"):
+        from tks_jax import anytime_eval  # lazy: the deployment side is not needed to train
+
+        try:
+            anytime_eval.parse_spec(config.anytime)
+        except ValueError as e:
+            _fail(f"anytime: {e}")
+        if not config.data.get("validation_size") and not config.data.name.startswith("synthetic"):
+            _fail("anytime calibrates its exit rule on a validation split held out of the "
+                  "training data: set data.validation_size too (e.g. 5000).")
 
 
 def check_num_steps_supported(max_steps: int | None, num_steps: int, what: str) -> None:

@@ -328,8 +328,13 @@ class _Trainer:
         if self.is_main:
             from tks_jax import report
 
-            report.write_report(
-                report.build_report(m, self.config, step=step, train=last_train), report_dir)
+            rep = report.build_report(m, self.config, step=step, train=last_train)
+            report.write_report(rep, report_dir)
+            if self.config.get("anytime"):  # from the checkpoint just saved (one host)
+                from tks_jax import anytime_eval
+
+                anytime_eval.add_to_report(self.workdir, {**rep, "report_dir": report_dir},
+                                           self.config.anytime, model=self.model)
         return {"eval": m, "report_dir": report_dir}
 
     def run(self) -> dict[str, Any]:
