@@ -273,7 +273,8 @@ class _FakeFrames(grain.transforms.Map):
 
 @pytest.fixture
 def fake_events(monkeypatch):
-    """Replaces the events side's stores by tiny in-memory sources (contract of issue 4)."""
+    """Replaces the events side's stores by tiny in-memory sources (what the pipeline needs
+    from them: a source and its labels)."""
     event_datasets = pytest.importorskip("tks_jax.data.event_datasets")
     labels = {"train": np.array([0] * 12 + [1] * 3 + [2] * 1), "test": np.array([0, 1, 2])}
     calls = {}

@@ -3,7 +3,7 @@
     graph = to_nir(model, variables, input_shape=(34, 34, 2), num_steps=10)
     nir.write("model.nir", graph)
 
-    python -m tks_jax.export --workdir runs/nmnist_synth_default --out model.nir
+    python -m tks_jax.export --workdir runs/nmnist_synth_default --out model.nir   # (cli.py)
 
 NIR (PyPI ``nir``; Pedersen et al., Nature Communications 2024) describes a network as a graph
 of continuous-time nodes: simulators (snnTorch, Norse, Sinabs, Rockpool, Lava, ...) and chips
@@ -75,7 +75,7 @@ class ExportError(ValueError):
     """A model or option that NIR cannot express exactly (names the layer and the reason)."""
 
 
-def _require_nir():
+def require_nir():
     if nir is None:
         raise ImportError(
             "tks_jax.export needs the 'nir' package: pip install 'tks-jax[export]' "
@@ -425,7 +425,7 @@ def to_nir(
         variables / input shape do not fit the model; the message names the layer.
       ImportError: the ``nir`` package is missing.
     """
-    _require_nir()
+    require_nir()
     check_exportable(model)
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 3 or min(shape) < 1:
@@ -470,94 +470,3 @@ def to_nir(
     if num_steps is not None:
         metadata["num_steps"] = int(num_steps)
     return b.graph(metadata)
-
-
-# --------------------------------------------------------------------------------------------
-# Command line: the latest checkpoint of a run.
-# --------------------------------------------------------------------------------------------
-
-
-def restore_workdir(workdir: str) -> dict[str, Any]:
-    """The model and inference variables of the latest checkpoint of a training run.
-
-    Uses the training code's own restore path (``training.evaluate_run.restore_run``, as
-    ``evaluate_workdir`` does) and checks that the model is exportable before restoring.
-
-    Args:
-      workdir: a run directory written by ``train.py``.
-
-    Returns:
-      ``{'model', 'variables', 'config', 'info', 'step', 'num_steps', 'frame_shape'}`` with
-      ``variables = {'params', 'batch_stats'}``, ``num_steps`` the evaluation T and
-      ``frame_shape`` one step's ``(H, W, C)``.
-
-    Raises:
-      FileNotFoundError: no run or no checkpoint in ``workdir``.
-      ExportError: the model has no exact NIR form.
-    """
-    from tks_jax.training import evaluate_run
-
-    run = evaluate_run.restore_run(workdir, check_model=check_exportable)
-    info = run.info
-    frame = tuple(int(s) for s in info.input_shape)
-    if info.is_event and len(frame) == 4:
-        frame = frame[1:]  # [T, H, W, C] -> one step
-    return {
-        "model": run.model,
-        "variables": run.variables,
-        "config": run.config,
-        "info": info,
-        "step": run.step,
-        "num_steps": run.num_steps,
-        "frame_shape": frame,
-    }
-
-
-def export_workdir(workdir: str, out: str) -> dict[str, Any]:
-    """Writes the latest checkpoint of a training run (inference mode) as a NIR file.
-
-    Args:
-      workdir: a run directory written by ``train.py``.
-      out: path of the ``.nir`` (HDF5) file to write.
-
-    Returns:
-      ``{'out', 'step', 'num_steps', 'input_shape', 'nodes', 'edges'}``.
-    """
-    _require_nir()
-    run = restore_workdir(workdir)
-    graph = to_nir(run["model"], run["variables"], run["frame_shape"],
-                   num_steps=run["num_steps"])
-    graph.metadata["checkpoint_step"] = run["step"]
-    graph.metadata["dataset"] = str(run["config"].data.name)
-    graph.metadata["input_encoding"] = (
-        "event frames (one per step)" if run["info"].is_event else
-        "static image repeated at every step (direct encoding)")
-    nir.write(out, graph)
-    return {"out": out, "step": run["step"], "num_steps": run["num_steps"],
-            "input_shape": run["frame_shape"], "nodes": len(graph.nodes),
-            "edges": len(graph.edges)}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(
-        prog="python -m tks_jax.export",
-        description="Export the latest checkpoint of a training run to a NIR file.")
-    parser.add_argument("--workdir", required=True, help="run directory written by train.py")
-    parser.add_argument("--out", required=True, help="NIR file to write, e.g. model.nir")
-    args = parser.parse_args(argv)
-    try:
-        summary = export_workdir(args.workdir, args.out)
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"Wrote {summary['out']}: checkpoint step {summary['step']}, {summary['nodes']} nodes, "
-          f"{summary['edges']} edges, input [C, H, W] per step from {summary['input_shape']} "
-          f"(H, W, C), T = {summary['num_steps']}.")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
