@@ -204,18 +204,10 @@ class SpikingNet(nn.Module):
     @property
     def config(self) -> SpikingConfig:
         """The shared layer options of this model."""
-        return SpikingConfig(
-            norm=self.norm,
-            num_steps=self.num_steps if self.norm == "tebn" else None,
-            tau=self.tau,
-            v_threshold=self.v_threshold,
-            surrogate=self.surrogate,
-            surrogate_alpha=self.surrogate_alpha,
-            detach_reset=self.detach_reset,
-            remat=self.remat,
-            dtype=self.dtype,
-            conv=self.conv,
-        )
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(SpikingConfig)}
+        if self.norm != "tebn":
+            options["num_steps"] = None
+        return SpikingConfig(**options)
 
     def channels(self, c: int) -> int:
         """``c`` scaled by ``width``."""
