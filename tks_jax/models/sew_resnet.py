@@ -127,16 +127,7 @@ class SEWResNet(base.SpikingNet):
 
     @nn.compact
     def __call__(self, x: Array, *, num_steps: int, train: bool = False) -> Array:
-        """Per-step logits.
-
-        Args:
-          x: static images ``[B, H, W, C]`` (direct encoding) or frames ``[T, B, H, W, C]``.
-          num_steps: T.
-          train: batch statistics in the norms if True.
-
-        Returns:
-          Logits ``[T, B, num_classes]`` in float32.
-        """
+        """Per-step logits ``[T, B, num_classes]``; arguments as ``SpikingNet.__call__``."""
         if self.connect not in CONNECTS:
             raise ValueError(
                 f"Unknown SEW connect function {self.connect!r}; choose one of {list(CONNECTS)}."
