@@ -13,6 +13,7 @@ layer's input gradient, which neither framework computes.
 from __future__ import annotations
 
 import dataclasses
+import statistics
 
 # Input shape (H, W, C) and number of steps of each benchmarked model (docs/method.md §7).
 INPUTS = {"vgg_snn": ((48, 48, 2), 10), "resnet19": ((32, 32, 3), 4)}
@@ -110,3 +111,26 @@ def flops(model: str, width: float, batch: int, train: bool) -> float:
         fwd = 2.0 * layer.macs_per_sample() * samples
         total += fwd if not train else (2 * fwd if i == 0 else 3 * fwd)
     return total
+
+
+def step_rates(
+    batch: int, times: list[float], cpus: list[float], model_flops: float
+) -> dict[str, float | list[float]]:
+    """The timing fields of a train-step record (same keys for every framework).
+
+    Args:
+      batch: images per step.
+      times: wall seconds of the timed steps.
+      cpus: CPU seconds (user + sys, all threads) of the same steps.
+      model_flops: FLOPs of one step (``flops(..., train=True)``).
+    """
+    median = statistics.median(times)
+    return {
+        "step_s_median": median,
+        "step_s_all": [round(t, 4) for t in times],
+        "img_per_s": batch / median,
+        # CPU seconds per step: robust to other processes' load.
+        "cpu_s_median": statistics.median(cpus),
+        "gflop_per_step": model_flops / 1e9,
+        "gflop_per_s": model_flops / median / 1e9,
+    }

@@ -56,14 +56,22 @@ def _lif(x: jax.Array, num_steps: int, impl: str = "fast", unroll: int = 1) -> j
     return _fold(spikes)
 
 
-class VGGSNN(nn.Module):
-    """VGG-SNN (``docs/method.md`` §7) on event input ``[T, B, 48, 48, 2]``."""
+class _ReferenceNet(nn.Module):
+    """The options both reference models take."""
 
     width: float = 1.0
     num_classes: int = arch.NUM_CLASSES
     conv_impl: str = "lax"
     lif_impl: str = "fast"
     lif_unroll: int = 1
+
+    def _spike(self, h: jax.Array, num_steps: int) -> jax.Array:
+        """The LIF layer of this model on folded currents ``[T * B, ...]``."""
+        return _lif(h, num_steps, self.lif_impl, self.lif_unroll)
+
+
+class VGGSNN(_ReferenceNet):
+    """VGG-SNN (``docs/method.md`` §7) on event input ``[T, B, 48, 48, 2]``."""
 
     @nn.compact
     def __call__(self, x: jax.Array, *, num_steps: int, train: bool) -> jax.Array:
@@ -72,26 +80,15 @@ class VGGSNN(nn.Module):
         for layer in layers[:-1]:
             if h.shape[1] != layer.hw:  # AP2 between groups
                 h = nn.avg_pool(h, (2, 2), strides=(2, 2))
-            h = _lif(
-                _ConvBN(layer, self.conv_impl)(h, train),
-                num_steps,
-                self.lif_impl,
-                self.lif_unroll,
-            )
+            h = self._spike(_ConvBN(layer, self.conv_impl)(h, train), num_steps)
         h = nn.avg_pool(h, (2, 2), strides=(2, 2))
         h = h.reshape(h.shape[0], -1)
         logits = nn.Dense(self.num_classes)(h)
         return logits.reshape((num_steps, -1, self.num_classes))
 
 
-class ResNet19(nn.Module):
+class ResNet19(_ReferenceNet):
     """ResNet-19 with tdBN (``docs/method.md`` §7) on static input ``[B, 32, 32, 3]``."""
-
-    width: float = 1.0
-    num_classes: int = arch.NUM_CLASSES
-    conv_impl: str = "lax"
-    lif_impl: str = "fast"
-    lif_unroll: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, *, num_steps: int, train: bool) -> jax.Array:
@@ -99,25 +96,17 @@ class ResNet19(nn.Module):
         # Direct encoding: the first conv + BN is the same at every step; compute it once.
         h = _ConvBN(layers["stem"], self.conv_impl)(x, train)
         h = jnp.broadcast_to(h[None], (num_steps,) + h.shape)
-        h = _lif(_fold(h), num_steps, self.lif_impl, self.lif_unroll)
+        h = self._spike(_fold(h), num_steps)
         names = sorted({n.split(".")[0] for n in layers if "." in n})
         for name in names:
-            out = _lif(
-                _ConvBN(layers[f"{name}.conv1"], self.conv_impl)(h, train),
-                num_steps,
-                self.lif_impl,
-                self.lif_unroll,
-            )
+            out = self._spike(_ConvBN(layers[f"{name}.conv1"], self.conv_impl)(h, train), num_steps)
             out = _ConvBN(layers[f"{name}.conv2"], self.conv_impl)(out, train)
             short = layers.get(f"{name}.short")
-            h = _lif(
-                out + (_ConvBN(short, self.conv_impl)(h, train) if short else h),
-                num_steps,
-                self.lif_impl,
-                self.lif_unroll,
+            h = self._spike(
+                out + (_ConvBN(short, self.conv_impl)(h, train) if short else h), num_steps
             )
         h = jnp.mean(h, axis=(1, 2))
-        h = _lif(nn.Dense(layers["fc1"].cout)(h), num_steps, self.lif_impl, self.lif_unroll)
+        h = self._spike(nn.Dense(layers["fc1"].cout)(h), num_steps)
         logits = nn.Dense(self.num_classes)(h)
         return logits.reshape((num_steps, -1, self.num_classes))
 

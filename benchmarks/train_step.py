@@ -202,7 +202,6 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
             times.append(dt)
             cpus.append(_cpu_s() - c0)
             loads.append(os.getloadavg()[0])
-    median = statistics.median(times)
     model_flops = arch.flops(name, width, batch, train=(mode == "train"))
     device = jax.devices()[0]
     # Accelerator memory: the allocator's high-water mark of this process (None on CPU).
@@ -221,13 +220,7 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
         "params": n_params,
         "params_expected": expected,
         "compile_s": round(compile_s, 3),
-        "step_s_median": median,
-        "step_s_all": [round(t, 4) for t in times],
-        "img_per_s": batch / median,
-        # CPU seconds (user + sys, all threads) per step: robust to other processes' load.
-        "cpu_s_median": statistics.median(cpus),
-        "gflop_per_step": model_flops / 1e9,
-        "gflop_per_s": model_flops / median / 1e9,
+        **arch.step_rates(batch, times, cpus, model_flops),
         "xla_gflop_per_step": xla_flops / 1e9,
         "peak_rss_mb": round(_peak_rss_mb(), 1),
         "peak_device_mb": None if peak_device is None else round(peak_device / 2**20, 1),

@@ -253,7 +253,6 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
             times.append(dt)
             cpus.append(_cpu_s() - c0)
             loads.append(os.getloadavg()[0])
-    median = statistics.median(times)
     model_flops = arch.flops(name, width, batch, train=(mode == "train"))
     peak_device = torch.cuda.max_memory_allocated(device) if cuda else None
     return {
@@ -271,13 +270,7 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
         "params_expected": arch.num_params(name, width),
         "compile_s": 0.0,
         "first_step_s": first,
-        "step_s_median": median,
-        "step_s_all": [round(t, 4) for t in times],
-        "img_per_s": batch / median,
-        # CPU seconds (user + sys, all threads) per step: robust to other processes' load.
-        "cpu_s_median": statistics.median(cpus),
-        "gflop_per_step": model_flops / 1e9,
-        "gflop_per_s": model_flops / median / 1e9,
+        **arch.step_rates(batch, times, cpus, model_flops),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
         "peak_device_mb": None if peak_device is None else round(peak_device / 2**20, 1),
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,

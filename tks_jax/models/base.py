@@ -174,7 +174,7 @@ class ConvNormLIF(nn.Module):
 class SpikingNet(nn.Module):
     """Base class of the zoo: the options every model takes, and input validation.
 
-    Subclasses implement ``__call__(x, *, num_steps, train=False) -> logits [T, B, classes]``.
+    Subclasses implement ``__call__`` (per-step logits; see ``SpikingNet.__call__``).
 
     Attributes:
       num_classes: number of classes of the linear read-out.
@@ -204,18 +204,24 @@ class SpikingNet(nn.Module):
     @property
     def config(self) -> SpikingConfig:
         """The shared layer options of this model."""
-        return SpikingConfig(
-            norm=self.norm,
-            num_steps=self.num_steps if self.norm == "tebn" else None,
-            tau=self.tau,
-            v_threshold=self.v_threshold,
-            surrogate=self.surrogate,
-            surrogate_alpha=self.surrogate_alpha,
-            detach_reset=self.detach_reset,
-            remat=self.remat,
-            dtype=self.dtype,
-            conv=self.conv,
-        )
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(SpikingConfig)}
+        if self.norm != "tebn":
+            options["num_steps"] = None
+        return SpikingConfig(**options)
+
+    def __call__(self, x: Array, *, num_steps: int, train: bool = False) -> Array:
+        """Per-step logits (every model of the zoo implements this).
+
+        Args:
+          x: static images ``[B, H, W, C]`` (direct encoding) or event frames
+            ``[T, B, H, W, C]``.
+          num_steps: T.
+          train: batch statistics in the norms if True.
+
+        Returns:
+          Logits ``[T, B, num_classes]`` in float32.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement __call__.")
 
     def channels(self, c: int) -> int:
         """``c`` scaled by ``width``."""

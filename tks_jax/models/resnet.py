@@ -80,16 +80,7 @@ class ResNet19(base.SpikingNet):
 
     @nn.compact
     def __call__(self, x: Array, *, num_steps: int, train: bool = False) -> Array:
-        """Per-step logits.
-
-        Args:
-          x: static images ``[B, H, W, C]`` (direct encoding) or frames ``[T, B, H, W, C]``.
-          num_steps: T.
-          train: batch statistics in the norms if True.
-
-        Returns:
-          Logits ``[T, B, num_classes]`` in float32.
-        """
+        """Per-step logits ``[T, B, num_classes]``; arguments as ``SpikingNet.__call__``."""
         x, num_steps = self.check_input(x, num_steps)
         cfg = self.config
         stem = base.ConvNormLIF(self.channels(self.stem_width), 3, 1, cfg, name="stem")

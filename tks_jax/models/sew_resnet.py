@@ -45,12 +45,13 @@ def connect(out: Array, identity: Array, how: str) -> Array:
     raise ValueError(f"Unknown SEW connect function {how!r}; choose one of {list(CONNECTS)}.")
 
 
-class SEWBasicBlock(nn.Module):
-    """Two 3x3 conv-norm-LIF units and a spike-element-wise shortcut.
+class _SEWBlock(nn.Module):
+    """The options of a SEW residual block.
 
     Attributes:
-      features: output channels.
-      strides: stride of the first conv and the downsample.
+      features: output channels (``SEWBasicBlock``) or channels of the 3x3 conv
+        (``SEWBottleneck``, which outputs ``expansion * features``).
+      strides: stride of the strided conv and the downsample.
       config: shared options.
       connect: ``'add'``, ``'iand'`` or ``'and'``.
     """
@@ -59,6 +60,10 @@ class SEWBasicBlock(nn.Module):
     strides: int
     config: base.SpikingConfig
     connect: str = "add"
+
+
+class SEWBasicBlock(_SEWBlock):
+    """Two 3x3 conv-norm-LIF units (the first strided) and a spike-element-wise shortcut."""
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
@@ -70,20 +75,13 @@ class SEWBasicBlock(nn.Module):
         return connect(out, identity, self.connect)
 
 
-class SEWBottleneck(nn.Module):
+class SEWBottleneck(_SEWBlock):
     """1x1 -> 3x3(stride) -> 1x1(x4) conv-norm-LIF units and a SEW shortcut.
 
     Attributes:
-      features: channels of the 3x3 conv; the block outputs ``4 * features``.
-      strides: stride of the 3x3 conv and the downsample.
-      config: shared options.
-      connect: ``'add'``, ``'iand'`` or ``'and'``.
+      expansion: output channels per ``features`` (4).
     """
 
-    features: int
-    strides: int
-    config: base.SpikingConfig
-    connect: str = "add"
     expansion: int = 4
 
     @nn.compact
@@ -129,16 +127,7 @@ class SEWResNet(base.SpikingNet):
 
     @nn.compact
     def __call__(self, x: Array, *, num_steps: int, train: bool = False) -> Array:
-        """Per-step logits.
-
-        Args:
-          x: static images ``[B, H, W, C]`` (direct encoding) or frames ``[T, B, H, W, C]``.
-          num_steps: T.
-          train: batch statistics in the norms if True.
-
-        Returns:
-          Logits ``[T, B, num_classes]`` in float32.
-        """
+        """Per-step logits ``[T, B, num_classes]``; arguments as ``SpikingNet.__call__``."""
         if self.connect not in CONNECTS:
             raise ValueError(
                 f"Unknown SEW connect function {self.connect!r}; choose one of {list(CONNECTS)}."

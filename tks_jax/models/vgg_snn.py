@@ -27,16 +27,7 @@ class VGGSNN(base.SpikingNet):
 
     @nn.compact
     def __call__(self, x: Array, *, num_steps: int, train: bool = False) -> Array:
-        """Per-step logits.
-
-        Args:
-          x: event frames ``[T, B, H, W, C]`` or static images ``[B, H, W, C]``.
-          num_steps: T.
-          train: batch statistics in the norms if True.
-
-        Returns:
-          Logits ``[T, B, num_classes]`` in float32.
-        """
+        """Per-step logits ``[T, B, num_classes]``; arguments as ``SpikingNet.__call__``."""
         x, num_steps = self.check_input(x, num_steps)
         cfg = self.config
         index = 0
