@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -98,11 +93,8 @@ print("SHARDED_OK")
 
 
 def test_placement_mismatch_goes_to_jit():
-    repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(repo), "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run(
-        [sys.executable, "-c", _SHARDED_CHILD], cwd=repo, capture_output=True, text=True,
-        timeout=300, env=env,
-    )
+    from conftest import run_child
+
+    proc = run_child(_SHARDED_CHILD, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SHARDED_OK" in proc.stdout

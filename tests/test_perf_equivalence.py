@@ -594,17 +594,9 @@ print("SHARDED_OK")
 def test_chunked_remat_under_data_parallel_sharding():
     # The chunked units with the batch split over 8 devices (BatchNorm statistics are global
     # sums across devices) give the single-device loss, running statistics and gradients.
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+    from conftest import run_child
 
-    repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(repo), "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run(
-        [sys.executable, "-c", _SHARDED_CHILD], cwd=repo, capture_output=True, text=True,
-        timeout=300, env=env,
-    )
+    proc = run_child(_SHARDED_CHILD, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SHARDED_OK" in proc.stdout
 
