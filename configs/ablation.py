@@ -52,6 +52,13 @@ _SIZES = {
 # mnist_hard of 300 images x 8 epochs) the eval-mode network predicted one class for every input.
 # Batches: 64 static images (the offline default); 32 event recordings at T = 10.
 _BATCH = {"mnist": 64, "mnist_hard": 64, "nmnist_synth": 32}
+# Examples of the training split held out as the validation split (a fixed per-class subset,
+# never trained on), on which each run's anytime exit rule is calibrated before the test split
+# reports it; the training examples are the first n of what remains.
+_VALIDATION = {"full": 2000, "quick": 500, "smoke": 20}
+# Every run's final report adds the anytime exit rule (docs/method.md §14) and keeps the
+# per-step logits of validation and test (anytime_logits.npz) for analyses without retraining.
+ANYTIME = "max_drop=0.005,confidence=softmax,save_logits=true"
 _SMOKE_BATCH = 16
 _SMOKE_WIDTH = 0.0625  # channels 4-8-16-...: the tiny model of tests and notebooks
 
@@ -82,6 +89,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.num_epochs = sizes["epochs"]
     config.data.max_train_examples = sizes["train"]
     config.data.max_eval_examples = sizes["test"]
+    config.data.validation_size = _VALIDATION[budget]
+    config.anytime = ANYTIME
     if budget == "smoke":
         config.model.width = _SMOKE_WIDTH
     config.eval_every_epochs = 0  # evaluate once, after the last step: no selection on test

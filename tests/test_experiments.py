@@ -24,10 +24,16 @@ def test_plan_of_the_full_study():
     specs = ablation.plan_runs()
     names = [s.name for s in specs]
     assert len(names) == len(set(names))
-    # 4 losses x 2 data sets x 3 seeds + 4 x 3 hard + sweep (6 T x 2 losses, T=10 shared).
-    assert len(specs) == 24 + 12 + 10
+    # 4 losses x 2 data sets x 3 seeds + 4 x 3 hard + sweep (6 T x 2 losses, T=10 shared)
+    # + paired (4 losses x 10 seeds on nmnist_synth, seeds 0-2 shared with main).
+    assert len(specs) == 24 + 12 + 10 + 4 * 7
     by_name = {s.name: s for s in specs}
-    assert by_name["nmnist_synth_tks_T10_s0"].studies == ("main", "sweep")
+    assert by_name["nmnist_synth_tks_T10_s0"].studies == ("main", "sweep", "paired")
+    assert by_name["nmnist_synth_ls_T10_s2"].studies == ("main", "paired")
+    assert by_name["nmnist_synth_tet_T10_s9"].studies == ("paired",)
+    paired = [s for s in specs if "paired" in s.studies]
+    assert {(s.setting, s.num_steps) for s in paired} == {("nmnist_synth", 10)}
+    assert {s.seed for s in paired} == set(range(10)) and len(paired) == 40
     assert by_name["mnist_tet_T4_s2"].studies == ("main",)
     sweep = [s for s in specs if "sweep" in s.studies]
     assert sorted({s.num_steps for s in sweep}) == [1, 2, 4, 6, 8, 10]
@@ -35,6 +41,14 @@ def test_plan_of_the_full_study():
     assert {s.seed for s in sweep} == {0}
     hard = [s for s in specs if s.studies == ("hard",)]
     assert {(s.setting, s.num_steps) for s in hard} == {("mnist_hard", 4)}
+
+
+def test_plan_paired_seeds_option():
+    specs = ablation.plan_runs(["paired"], paired_seeds=[3, 5], losses=["tks", "tet"])
+    assert [s.name for s in specs] == ["nmnist_synth_tks_T10_s3", "nmnist_synth_tet_T10_s3",
+                                       "nmnist_synth_tks_T10_s5", "nmnist_synth_tet_T10_s5"]
+    with pytest.raises(ValueError, match="at least two seeds"):
+        ablation.plan_runs(["paired"], paired_seeds=[0])
 
 
 def test_plan_rejects_unknown_names():

@@ -11,6 +11,7 @@ rule (``docs/method.md`` §14).
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -20,11 +21,17 @@ import numpy as np
 
 from tks_jax import anytime, cost
 
-DEFAULTS = {"max_drop": 0.005, "confidence": "softmax", "e_ac_pj": 0.9, "e_mac_pj": 4.6}
+DEFAULTS = {"max_drop": 0.005, "confidence": "softmax", "e_ac_pj": 0.9, "e_mac_pj": 4.6,
+            "save_logits": False}
+# With ``save_logits=true``: the per-step logits, labels and per-step energy of both splits,
+# next to report.json, so that the exit rule can be re-analysed without the network.
+LOGITS_NPZ = "anytime_logits.npz"
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
 
 
 def parse_spec(spec: str) -> dict[str, Any]:
-    """Parses ``'max_drop=0.005,confidence=softmax'`` (any subset of ``DEFAULTS``' keys)."""
+    """Parses ``'max_drop=0.005,confidence=softmax'`` (any subset of ``DEFAULTS``' keys;
+    ``save_logits`` takes true/false)."""
     out = dict(DEFAULTS)
     for item in filter(None, (s.strip() for s in (spec or "").split(","))):
         key, sep, value = item.partition("=")
@@ -40,6 +47,10 @@ def parse_spec(spec: str) -> dict[str, Any]:
                     f"--anytime: confidence must be one of {anytime.CONFIDENCES}, got {value!r}."
                 )
             out[key] = value
+        elif key == "save_logits":
+            if value.strip().lower() not in _TRUE + _FALSE:
+                raise ValueError(f"--anytime: save_logits must be true or false, got {value!r}.")
+            out[key] = value.strip().lower() in _TRUE
         else:
             try:
                 out[key] = float(value)
@@ -137,6 +148,33 @@ def anytime_metrics(
     return out
 
 
+def save_logits(path: str, validation: Mapping[str, Any], test: Mapping[str, Any]) -> None:
+    """Writes ``collect``'s per-step arrays of both splits to ``path`` (``.npz``, float32).
+
+    Keys: ``validation_logits`` / ``test_logits`` ``[T, N, C]``, ``*_labels`` ``[N]`` and
+    ``*_energy_pj`` ``[T, N]`` (energy of step t per image). Written to a temporary name and
+    renamed, so an interrupted write leaves no partial file.
+    """
+    arrays = {}
+    for name, split in (("validation", validation), ("test", test)):
+        arrays[f"{name}_logits"] = np.asarray(split["logits"], np.float32)
+        arrays[f"{name}_labels"] = np.asarray(split["labels"], np.int32)
+        arrays[f"{name}_energy_pj"] = np.asarray(split["energy"], np.float32)
+    tmp = path + ".tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_logits(path: str) -> dict[str, dict[str, np.ndarray]]:
+    """Reads ``save_logits``' file: ``{'validation': {...}, 'test': {...}}`` with keys
+    ``logits``, ``labels`` and ``energy`` (the form ``anytime_metrics`` takes, without
+    ``ops_sum``)."""
+    with np.load(path) as f:
+        return {name: {"logits": f[f"{name}_logits"], "labels": f[f"{name}_labels"],
+                       "energy": f[f"{name}_energy_pj"]}
+                for name in ("validation", "test")}
+
+
 def restore_run(workdir: str, *, model=None, validation: bool = False):
     """The latest checkpoint of a run: ``(config, model, variables, info)`` (one host).
 
@@ -205,12 +243,14 @@ def add_to_report(
 
         return collect(model, variables, batches(), t, energy, input_spikes=spikes)
 
-    section = anytime_metrics(split_data("validation"), split_data(rep["metrics"]["split"]),
-                              max_drop=opts["max_drop"], confidence=opts["confidence"],
+    validation, test = split_data("validation"), split_data(rep["metrics"]["split"])
+    section = anytime_metrics(validation, test, max_drop=opts["max_drop"], confidence=opts["confidence"],
                               energy=energy)
     section["energy_constants"] = dataclasses.asdict(energy)
     rep = {**rep, "anytime": section}
     if jax.process_index() == 0:
+        if opts["save_logits"]:
+            save_logits(os.path.join(rep["report_dir"], LOGITS_NPZ), validation, test)
         report.write_report({k: v for k, v in rep.items() if k != "report_dir"},
                             rep["report_dir"])
     return rep

@@ -4,7 +4,7 @@
 
 The command line of the study, and its public API in one namespace. The pieces:
 
-- ``plan``: the studies (``main``, ``hard``, ``sweep``), their runs and configs.
+- ``plan``: the studies (``main``, ``hard``, ``sweep``, ``paired``), their runs and configs.
 - ``runner``: trains, evaluates and records each run (``run_study``).
 - ``records``: ``runs.jsonl``, one line per finished run with its metrics and provenance.
 - ``features``: penultimate features, silhouette and t-SNE.
@@ -47,6 +47,7 @@ from tks_jax.experiments.plan import (
     DEFAULT_FEATURE_EXAMPLES,
     DEFAULT_T,
     LOSSES,
+    PAIRED_SEEDS,
     SEEDS,
     STUDIES,
     SWEEP_LOSSES,
@@ -61,7 +62,8 @@ from tks_jax.experiments.summary import format_summary, format_table
 
 __all__ = [
     "BUDGETS", "CLAIMS_MD", "DEFAULT_FEATURE_EXAMPLES", "DEFAULT_T", "FEATURES_NPZ", "LOSSES",
-    "RESULTS_JSON", "RUNS_JSONL", "RUN_JSON", "SEEDS", "STUDIES", "STUDY_JSON", "SUMMARY_MD",
+    "PAIRED_SEEDS", "RESULTS_JSON", "RUNS_JSONL", "RUN_JSON", "SEEDS", "STUDIES", "STUDY_JSON",
+    "SUMMARY_MD",
     "SWEEP_LOSSES", "SWEEP_STEPS", "TABLE_MD", "RunSpec", "aggregate", "build_parser",
     "evaluate_claims", "extract_features", "format_claims", "format_summary", "format_table",
     "load_results", "machine_description", "main", "make_config", "mean_std",
@@ -93,10 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="full: the study; quick: ~5x fewer images, 3 epochs; smoke: a few "
                         "steps of a tiny model (tests)")
     p.add_argument("--studies", type=_str_list, default=list(STUDIES),
-                   help="comma-separated subset of main,hard,sweep")
+                   help="comma-separated subset of main,hard,sweep,paired")
     p.add_argument("--seeds", type=_int_list, default=list(SEEDS))
     p.add_argument("--losses", type=_str_list, default=list(LOSSES))
     p.add_argument("--sweep-steps", type=_int_list, default=list(SWEEP_STEPS))
+    p.add_argument("--paired-seeds", type=_int_list, default=list(PAIRED_SEEDS),
+                   help="seeds of the paired study (nmnist_synth, every loss)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
     p.add_argument("--feature-examples", type=int, default=None,
                    help="test examples kept for t-SNE / silhouette (default by budget)")
@@ -117,14 +121,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.dry_run:
             for s in plan_runs(args.studies, seeds=args.seeds, losses=args.losses,
-                               sweep_steps=args.sweep_steps):
+                               sweep_steps=args.sweep_steps, paired_seeds=args.paired_seeds):
                 print(f"{s.name}  ({', '.join(s.studies)})")
             return 0
         if args.aggregate_only:
             aggregate(args.out, allow_mixed_commits=args.allow_mixed_commits, log=_print)
             return 0
         run_study(args.out, budget=args.budget, studies=args.studies, seeds=args.seeds,
-                  losses=args.losses, sweep_steps=args.sweep_steps, jobs=args.jobs,
+                  losses=args.losses, sweep_steps=args.sweep_steps,
+                  paired_seeds=args.paired_seeds, jobs=args.jobs,
                   feature_examples=args.feature_examples,
                   allow_mixed_commits=args.allow_mixed_commits, log=_print)
     except (ValueError, FileNotFoundError) as e:

@@ -16,7 +16,7 @@ import numpy as np
 
 from tks_jax import json_utils
 from tks_jax.experiments import claims as claims_lib
-from tks_jax.experiments import features, plan, records
+from tks_jax.experiments import features, paired, plan, records
 
 RESULTS_JSON = "results.json"
 TABLE_MD = "table.md"
@@ -48,11 +48,39 @@ def run_summary(rec: dict[str, Any]) -> dict[str, Any]:
                                "cpu_s", "step")}
     out.update({k: m[k] for k in SUMMARY_METRICS})
     out["first_step_accuracy"] = m["first_k_accuracy"][0]
+    out["one_step_drop"] = m["first_k_accuracy"][-1] - m["first_k_accuracy"][0]
+    out.update(anytime_summary(rec.get("anytime")))
     out["silhouette"] = float("nan") if rec.get("silhouette") is None else rec["silhouette"]
     prov = dict(rec.get("provenance") or {})
     out["config"] = prov.pop("config", None)
     out["provenance"] = prov
     return out
+
+
+# Anytime keys of a run summary (None when the run has no anytime section).
+ANYTIME_KEYS = ("anytime_threshold", "anytime_accuracy", "anytime_full_accuracy",
+                "anytime_drop", "anytime_mean_steps", "anytime_median_steps",
+                "anytime_p90_steps", "anytime_energy_uj", "anytime_energy_full_uj")
+
+
+def anytime_summary(section: dict[str, Any] | None) -> dict[str, Any]:
+    """A run's anytime numbers on the test split (exit rule calibrated on validation): the
+    threshold, the rule's accuracy and its drop below all T steps, mean / median / p90 steps,
+    and energy per image in µJ under the rule and for all T steps."""
+    if not section:
+        return dict.fromkeys(ANYTIME_KEYS)
+    test = section["test"]
+    return {
+        "anytime_threshold": section["threshold"],
+        "anytime_accuracy": test["accuracy"],
+        "anytime_full_accuracy": section["full_accuracy"],
+        "anytime_drop": section["full_accuracy"] - test["accuracy"],
+        "anytime_mean_steps": test["mean_steps"],
+        "anytime_median_steps": test["median_steps"],
+        "anytime_p90_steps": test["p90_steps"],
+        "anytime_energy_uj": section["energy_pj_per_image"] / 1e6,
+        "anytime_energy_full_uj": section["energy_pj_full"] / 1e6,
+    }
 
 
 def _group(runs: dict[str, dict]) -> dict[str, dict[str, dict]]:
@@ -72,6 +100,9 @@ def _group(runs: dict[str, dict]) -> dict[str, dict[str, dict]]:
             g: dict[str, Any] = {"seeds": sorted(r["seed"] for r in rs)}
             for k in ("top1", "aurc_logit", "aurc_softmax", "first_step_accuracy", "silhouette"):
                 g[k] = mean_std([r[k] for r in rs])
+            if all(r.get("anytime_mean_steps") is not None for r in rs):
+                for k in ANYTIME_KEYS:
+                    g[k] = mean_std([r[k] for r in rs])
             for k in ("first_k_accuracy", "per_step_accuracy", "per_class_accuracy_first_step"):
                 g[k] = _mean_std_curve([[np.nan if v is None else v for v in r[k]] for r in rs])
             out[setting][loss] = g
@@ -125,7 +156,8 @@ def aggregate(out_dir: str, *, allow_mixed_commits: bool = False,
       The dict written to ``results.json``: ``budget``, ``sessions``, ``runs`` (per run, with
       its ``provenance`` and resolved ``config``), ``code_versions`` (run names by commit),
       ``groups`` (per setting and loss, mean/std/n over seeds), ``sweep``
-      (``{loss: {T: top1}}``), ``claims``, ``tsne`` (paths), ``total_run_wall_s``,
+      (``{loss: {T: top1}}``), ``claims``, ``paired`` (per setting, ``paired.paired_differences``
+      rows of TKS against each other loss), ``tsne`` (paths), ``total_run_wall_s``,
       ``total_run_cpu_s``.
     """
     from tks_jax.experiments import figures, runner, summary
@@ -145,13 +177,18 @@ def aggregate(out_dir: str, *, allow_mixed_commits: bool = False,
         with open(os.path.join(out_dir, runner.STUDY_JSON)) as f:
             study = json.load(f)
     groups, sweep = _group(runs), _sweep(runs)
-    claims = claims_lib.evaluate_claims(groups, sweep)
+    paired_rows = {setting: paired.paired_differences(runs, setting, plan.DEFAULT_T[setting])
+                   for setting in groups}
+    paired_rows = {k: v for k, v in paired_rows.items() if v}
+    claims = claims_lib.evaluate_claims(groups, sweep, paired_rows)
+    claims += claims_lib.anytime_claims(groups, paired_rows)
     results = {
         "budget": study.get("budget"), "sessions": study.get("sessions", []),
         "total_run_wall_s": float(sum(r["wall_s"] for r in runs.values())),
         "total_run_cpu_s": float(sum(r["cpu_s"] for r in runs.values())),
         "code_versions": records.code_versions(recs),
         "runs": runs, "groups": groups, "sweep": sweep, "claims": claims,
+        "paired": paired_rows,
         "tsne": _tsne_files(out_dir, runs, log),
     }
     json_utils.write_json(os.path.join(out_dir, RESULTS_JSON), results)

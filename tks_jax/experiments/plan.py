@@ -9,6 +9,8 @@ Studies (``docs/method.md`` §10-11; every run is ``train_and_evaluate`` on
   training set, so that accuracy stays below the ~99% ceiling).
 - ``sweep`` (Fig. 3b): baseline and tks trained and tested at the same T, T in
   {1, 2, 4, 6, 8, 10}, seed 0, on ``nmnist_synth`` (T = 10 is the ``main`` run of seed 0).
+- ``paired``: the four losses x seeds 0-9 on ``nmnist_synth`` (T = 10; seeds 0-2 are the
+  ``main`` runs), enough seeds for paired differences TKS - X with a confidence interval.
 
 Integrity: a run's config is ``configs/ablation.py:<setting>,<budget>`` with only
 ``loss.name``, ``seed`` and (sweep) ``num_steps`` set, so data, model, optimiser, epochs and
@@ -22,15 +24,16 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 LOSSES = ("baseline", "ls", "tet", "tks")
-STUDIES = ("main", "hard", "sweep")
+STUDIES = ("main", "hard", "sweep", "paired")
 BUDGETS = ("full", "quick", "smoke")
 SEEDS = (0, 1, 2)
+PAIRED_SEEDS = tuple(range(10))
 SWEEP_STEPS = (1, 2, 4, 6, 8, 10)
 SWEEP_LOSSES = ("baseline", "tks")
 # The settings of each study and their training T (docs/method.md §11: static T = 4, events
 # T = 10).
 STUDY_SETTINGS = {"main": ("mnist", "nmnist_synth"), "hard": ("mnist_hard",),
-                  "sweep": ("nmnist_synth",)}
+                  "sweep": ("nmnist_synth",), "paired": ("nmnist_synth",)}
 DEFAULT_T = {"mnist": 4, "mnist_hard": 4, "nmnist_synth": 10}
 # Fig. 5: t-SNE of the penultimate features of these losses (seed 0).
 TSNE_LOSSES = ("baseline", "tks")
@@ -70,6 +73,7 @@ def _check_subset(what: str, values: Iterable[Any], allowed: Iterable[Any]) -> N
 def plan_runs(
     studies: Sequence[str] = STUDIES, *, seeds: Sequence[int] = SEEDS,
     losses: Sequence[str] = LOSSES, sweep_steps: Sequence[int] = SWEEP_STEPS,
+    paired_seeds: Sequence[int] = PAIRED_SEEDS,
 ) -> list[RunSpec]:
     """The runs of the requested studies, each once, in a deterministic order.
 
@@ -79,6 +83,7 @@ def plan_runs(
       losses: losses of ``main`` and ``hard``; the sweep uses those of ``SWEEP_LOSSES`` among
         them.
       sweep_steps: the T values of the sweep.
+      paired_seeds: the seeds of ``paired``.
 
     Returns:
       ``RunSpec`` list; a run shared by several studies appears once with all of them.
@@ -87,6 +92,9 @@ def plan_runs(
     _check_subset("losses", losses, LOSSES)
     if not seeds:
         raise ValueError("At least one seed is needed (e.g. --seeds 0,1,2).")
+    if "paired" in studies and len(paired_seeds) < 2:
+        raise ValueError("The paired study needs at least two seeds (e.g. --paired-seeds "
+                         f"0,1,...,9), got {list(paired_seeds)}.")
     if any(not isinstance(t, int) or t < 1 for t in sweep_steps):
         raise ValueError(f"sweep_steps must be integers >= 1, got {list(sweep_steps)}.")
     runs: dict[tuple, set[str]] = {}
@@ -99,7 +107,7 @@ def plan_runs(
             order.append(key)
         runs[key].add(study)
 
-    for study in STUDIES:  # fixed order: main, hard, sweep
+    for study in STUDIES:  # fixed order: main, hard, sweep, paired
         if study not in studies:
             continue
         for setting in STUDY_SETTINGS[study]:
@@ -108,7 +116,7 @@ def plan_runs(
                     for loss in (x for x in SWEEP_LOSSES if x in losses):
                         add(study, setting, loss, seeds[0], t)
                 continue
-            for seed in seeds:
+            for seed in (paired_seeds if study == "paired" else seeds):
                 for loss in losses:
                     add(study, setting, loss, seed, DEFAULT_T[setting])
     return [RunSpec(*key, studies=tuple(s for s in STUDIES if s in runs[key])) for key in order]

@@ -52,7 +52,8 @@ def run_one(spec: plan.RunSpec, out_dir: str, budget: str, *, feature_examples: 
     data = features.extract_features(workdir, config, feature_examples)
     np.savez_compressed(os.path.join(workdir, records.FEATURES_NPZ), **data)
     with open(os.path.join(result["report_dir"], "report.json")) as f:
-        metrics = json.load(f)["metrics"]
+        report = json.load(f)
+    metrics = report["metrics"]
     sil = features.silhouette(data["features"], data["labels"])
     record = {
         "name": spec.name, "setting": spec.setting, "loss": spec.loss, "seed": spec.seed,
@@ -60,10 +61,29 @@ def run_one(spec: plan.RunSpec, out_dir: str, budget: str, *, feature_examples: 
         "step": result["step"], "wall_s": time.time() - t0, "cpu_s": time.process_time() - c0,
         "metrics": metrics, "silhouette": sil if np.isfinite(sil) else None,
         "feature_examples": int(len(data["labels"])),
+        "anytime": anytime_record(report.get("anytime")),
         "provenance": provenance.collect(config),
     }
     json_utils.write_json(path, record, sort_keys=True)
     return record
+
+
+# The parts of the report's anytime section a run record keeps (the threshold sweep curve and
+# the per-layer costs stay in the run's report.json; the per-step logits in anytime_logits.npz).
+_ANYTIME_KEYS = ("threshold", "confidence", "max_drop", "validation", "test", "full_accuracy",
+                 "energy_pj_per_image", "energy_pj_full", "curve_fixed_k")
+
+
+def anytime_record(section: dict | None) -> dict | None:
+    """The run record's ``anytime`` entry from a report's ``anytime`` section (None: none);
+    adds ``energy_pj_first_k`` (test energy per image of the first k steps, k = 1..T)."""
+    if not section:
+        return None
+    out = {k: section[k] for k in _ANYTIME_KEYS if k in section}
+    first_k = (section.get("cost") or {}).get("energy_pj_first_k")
+    if first_k is not None:
+        out["energy_pj_first_k"] = first_k
+    return out
 
 
 def _run_in_worker(args: tuple) -> dict:
@@ -104,7 +124,8 @@ def _check_same_code(out_dir: str, done: dict[str, dict], allow_mixed_commits: b
 def run_study(
     out_dir: str, *, budget: str = "full", studies: Sequence[str] = plan.STUDIES,
     seeds: Sequence[int] = plan.SEEDS, losses: Sequence[str] = plan.LOSSES,
-    sweep_steps: Sequence[int] = plan.SWEEP_STEPS, jobs: int = 1,
+    sweep_steps: Sequence[int] = plan.SWEEP_STEPS,
+    paired_seeds: Sequence[int] = plan.PAIRED_SEEDS, jobs: int = 1,
     feature_examples: int | None = None, allow_mixed_commits: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -113,7 +134,7 @@ def run_study(
     Args:
       out_dir: the results folder.
       budget: ``full`` | ``quick`` | ``smoke`` (``configs/ablation.py``).
-      studies, seeds, losses, sweep_steps: see ``plan.plan_runs``.
+      studies, seeds, losses, sweep_steps, paired_seeds: see ``plan.plan_runs``.
       jobs: runs trained at the same time (separate processes when > 1).
       feature_examples: test examples whose penultimate features are kept (t-SNE, silhouette);
         default by budget.
@@ -130,7 +151,8 @@ def run_study(
         raise ValueError(f"Unknown budget {budget!r}; choose from {list(plan.BUDGETS)}.")
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}.")
-    specs = plan.plan_runs(studies, seeds=seeds, losses=losses, sweep_steps=sweep_steps)
+    specs = plan.plan_runs(studies, seeds=seeds, losses=losses, sweep_steps=sweep_steps,
+                           paired_seeds=paired_seeds)
     study = _check_study_dir(out_dir, budget)
     n_feat = feature_examples or plan.DEFAULT_FEATURE_EXAMPLES[budget]
     start = time.time()
@@ -173,7 +195,8 @@ def run_study(
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(start)),
         "wall_s": time.time() - start, "runs_trained": len(todo), "jobs": jobs,
         "studies": list(studies), "seeds": list(seeds), "losses": list(losses),
-        "sweep_steps": list(sweep_steps), "machine": machine_description(),
+        "sweep_steps": list(sweep_steps), "paired_seeds": list(paired_seeds),
+        "machine": machine_description(),
         "code_version": provenance.code_version({"git": provenance.git_info()}),
     })
     if failed:
