@@ -244,8 +244,8 @@ def add_to_report(
         return collect(model, variables, batches(), t, energy, input_spikes=spikes)
 
     validation, test = split_data("validation"), split_data(rep["metrics"]["split"])
-    section = anytime_metrics(validation, test, max_drop=opts["max_drop"], confidence=opts["confidence"],
-                              energy=energy)
+    section = anytime_metrics(validation, test, max_drop=opts["max_drop"],
+                              confidence=opts["confidence"], energy=energy)
     section["energy_constants"] = dataclasses.asdict(energy)
     rep = {**rep, "anytime": section}
     if jax.process_index() == 0:

@@ -42,7 +42,8 @@ def format_anytime_table(groups: dict) -> str:
                 f"| {setting} (T={plan.DEFAULT_T[setting]}) | {loss} | {len(g['seeds'])} | "
                 f"{_fmt(g['anytime_full_accuracy'], 100)} | {_fmt(g['anytime_accuracy'], 100)} "
                 f"| {_fmt(g['anytime_mean_steps'])} | {_fmt(g['anytime_p90_steps'], 1, 1)} | "
-                f"{_fmt(g['anytime_energy_uj'], 1, 3)} | {_fmt(g['anytime_energy_full_uj'], 1, 3)} |"
+                f"{_fmt(g['anytime_energy_uj'], 1, 3)} | "
+                f"{_fmt(g['anytime_energy_full_uj'], 1, 3)} |"
             )
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
