@@ -151,8 +151,28 @@ def _fake_per_step(top1: float, t: int, loss: str) -> list[float]:
     return [top1 - 0.3 + 0.3 * k / max(1, t - 1) for k in range(t)]
 
 
-def _fake_record(name, setting, loss, seed, t, studies, metrics, silhouette, wall_s, cpu_s):
-    return {"name": name, "setting": setting, "loss": loss, "seed": seed, "num_steps": t,
+# Anytime sections of the nmnist_synth main runs: mean steps and energy (µJ) per seed; the
+# exit rule's accuracy is 0.2 points below all T steps.
+FAKE_ANYTIME = {
+    "baseline": {"steps": [6.0, 6.5, 7.0], "energy_uj": [2.0, 2.1, 2.2]},
+    "tks": {"steps": [3.0, 3.2, 3.4], "energy_uj": [1.0, 1.1, 1.2]},
+}
+
+
+def _fake_anytime(loss, seed, t, top1):
+    steps, energy = FAKE_ANYTIME[loss]["steps"][seed], FAKE_ANYTIME[loss]["energy_uj"][seed]
+    summary = {"accuracy": top1 - 0.002, "mean_steps": steps, "median_steps": steps,
+               "p90_steps": float(t), "p99_steps": float(t)}
+    return {"threshold": 0.9, "confidence": "softmax", "max_drop": 0.005,
+            "validation": summary, "test": summary, "full_accuracy": top1,
+            "energy_pj_per_image": energy * 1e6, "energy_pj_full": 4e6,
+            "curve_fixed_k": {"mean_steps": list(range(1, t + 1)), "accuracy": [top1] * t}}
+
+
+def _fake_record(name, setting, loss, seed, t, studies, metrics, silhouette, wall_s, cpu_s,
+                 anytime=None):
+    return {"anytime": anytime, "name": name, "setting": setting, "loss": loss, "seed": seed,
+            "num_steps": t,
             "studies": studies, "budget": "smoke", "step": 10, "wall_s": wall_s,
             "cpu_s": cpu_s, "metrics": metrics, "silhouette": silhouette,
             "feature_examples": 60,
@@ -191,8 +211,9 @@ def write_fake_study(out_dir: str, *, num_classes: int = 3, n: int = 60) -> None
             os.makedirs(run_dir, exist_ok=True)
             np.savez(os.path.join(run_dir, records.FEATURES_NPZ), features=feats,
                      labels=labels.astype(np.int32))
+            anytime = _fake_anytime(loss, seed, t, top1) if setting == "nmnist_synth" else None
             lines.append(_fake_record(name, setting, loss, seed, t, ["main"], metrics,
-                                      features.silhouette(feats, labels), 2.0, 3.0))
+                                      features.silhouette(feats, labels), 2.0, 3.0, anytime))
     for loss, per_t in FAKE_SWEEP.items():
         for t, v in per_t.items():
             metrics = {"top1": v, "top5": 1.0, "aurc_logit": 1.0, "aurc_softmax": 1.0,

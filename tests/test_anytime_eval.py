@@ -62,7 +62,7 @@ def test_report_with_anytime_section(tmp_path):
 
 @pytest.mark.parametrize("spec, match", [
     ("max_drop", "key=value"), ("foo=1", "key=value"), ("confidence=entropy", "confidence"),
-    ("max_drop=-1", ">= 0"), ("max_drop=abc", "number"),
+    ("max_drop=-1", ">= 0"), ("max_drop=abc", "number"), ("save_logits=maybe", "true or false"),
 ])
 def test_parse_spec_errors(spec, match):
     with pytest.raises(ValueError, match=match):
@@ -73,6 +73,38 @@ def test_parse_spec():
     assert anytime_eval.parse_spec("max_drop=0.01, confidence=logit") == {
         **anytime_eval.DEFAULTS, "max_drop": 0.01, "confidence": "logit"}
     assert anytime_eval.parse_spec("") == anytime_eval.DEFAULTS
+    assert anytime_eval.DEFAULTS["save_logits"] is False
+    assert anytime_eval.parse_spec("save_logits=True")["save_logits"] is True
+    assert anytime_eval.parse_spec("save_logits=no")["save_logits"] is False
+
+
+def test_save_and_load_logits_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    splits = {name: {"logits": rng.normal(size=(3, n, 4)).astype(np.float32),
+                     "labels": rng.integers(0, 4, n), "energy": rng.random((3, n))}
+              for name, n in (("validation", 5), ("test", 7))}
+    path = str(tmp_path / anytime_eval.LOGITS_NPZ)
+    anytime_eval.save_logits(path, splits["validation"], splits["test"])
+    assert sorted(os.listdir(tmp_path)) == [anytime_eval.LOGITS_NPZ]  # no temporary left
+    back = anytime_eval.load_logits(path)
+    for name, split in splits.items():
+        np.testing.assert_array_equal(back[name]["logits"], split["logits"])
+        np.testing.assert_array_equal(back[name]["labels"], split["labels"])
+        np.testing.assert_allclose(back[name]["energy"], split["energy"], rtol=1e-6)
+
+
+def test_anytime_record_keeps_the_summary():
+    from tks_jax.experiments import runner
+
+    assert runner.anytime_record(None) is None
+    section = {"threshold": 0.9, "confidence": "softmax", "max_drop": 0.005,
+               "validation": {"accuracy": 1.0}, "test": {"accuracy": 0.5}, "full_accuracy": 0.6,
+               "energy_pj_per_image": 1.0, "energy_pj_full": 2.0,
+               "curve_fixed_k": {"accuracy": [0.5]}, "curve_thresholds": {"accuracy": [0.1]},
+               "cost": {"energy_pj_first_k": [1.0, 2.0], "per_layer": {}}}
+    rec = runner.anytime_record(section)
+    assert "curve_thresholds" not in rec and "cost" not in rec
+    assert rec["energy_pj_first_k"] == [1.0, 2.0] and rec["test"] == {"accuracy": 0.5}
 
 
 def test_collect_with_a_zoo_model():
@@ -104,11 +136,23 @@ def test_add_to_report_end_to_end(tmp_path):
 
     workdir = str(tmp_path / "run")
     config = tl.tiny_config()
-    config.anytime = "max_drop=0.2"  # the training run's final report includes it
+    # The training run's final report includes it, and keeps the per-step logits.
+    config.anytime = "max_drop=0.2,save_logits=true"
     train_lib.train_and_evaluate(config, workdir, model=tl.tiny_model())
     trained = report.load_report(os.path.join(workdir, "report"))["anytime"]
     assert trained["max_drop"] == 0.2 and trained["confidence"] == "softmax"
     assert 1.0 <= trained["test"]["mean_steps"] <= 2.0
+    # The stored logits reproduce the report's exit rule without the network.
+    stored = anytime_eval.load_logits(os.path.join(workdir, "report", anytime_eval.LOGITS_NPZ))
+    assert stored["test"]["logits"].shape[0] == 2 and stored["validation"]["labels"].size > 0
+    thr = anytime.calibrate(stored["validation"]["logits"], stored["validation"]["labels"],
+                            max_drop=0.2)
+    assert thr == pytest.approx(trained["threshold"] if trained["threshold"] is not None
+                                else math.inf)
+    pred, steps = anytime.predict(stored["test"]["logits"], thr)
+    assert float(np.mean(steps)) == pytest.approx(trained["test"]["mean_steps"])
+    assert float(np.mean(np.asarray(pred) == stored["test"]["labels"])) == pytest.approx(
+        trained["test"]["accuracy"])
     rep = loop.evaluate_workdir(workdir, model=tl.tiny_model())
     rep = anytime_eval.add_to_report(workdir, rep, "max_drop=0.1,confidence=logit",
                                      model=tl.tiny_model())
