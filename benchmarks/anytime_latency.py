@@ -1,8 +1,9 @@
 """Wall time per image of anytime inference with real early exit, against running all T steps.
 
-Three ways to classify the same images with the same network:
+Four ways to classify the same images with the same network:
 
-- ``full``: ``model.apply(x, num_steps=T)`` on batches of ``--batch`` images (all T steps);
+- ``full1`` / ``fullB``: ``model.apply(x, num_steps=T)`` on one image / batches of ``--batch``
+  images at a time (all T steps);
 - ``stream1``: ``tks_jax.inference.step`` one image at a time, stopping the image as soon as
   ``tks_jax.anytime``'s exit rule is met (the running mean's confidence >= threshold);
 - ``streamB``: ``--batch`` images stepped together; an image that is sure leaves the batch
@@ -10,21 +11,26 @@ Three ways to classify the same images with the same network:
   1..B is compiled in the warm-up, outside the timing.
 
 The streaming paths check confidence on the host after each step, as a deployment would. With
-``--workdir`` the run's trained network and its evaluation split are used; without, a randomly
+``--workdir`` the run's trained network and its evaluation split are used, and the threshold
+defaults to the one its report calibrated on validation (``--anytime``); without, a randomly
 initialised zoo model on random inputs (only the mechanics are meaningful then; pass
-``--threshold``). Prints one JSON line per mode: seconds per image, mean steps, accuracy (with
-``--workdir``).
+``--threshold``). Each mode is timed ``--repeats`` times and the median is reported. Prints one
+JSON line per mode (seconds per image, speed-up against ``full`` at the same batch, mean steps,
+accuracy with ``--workdir``, the date, machine and load average), appended to ``--out`` if given.
 
     python -m benchmarks.anytime_latency --model vgg_snn --width 0.25 --num_steps 10 \\
         --images 64 --batch 8 --threshold 0.5
     python -m benchmarks.anytime_latency --workdir runs/nmnist_synth_tks --images 256 \\
-        --batch 8 --threshold 0.9
+        --batch 8
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import statistics
 import time
 
 import jax
@@ -102,15 +108,22 @@ def main(argv=None) -> None:
     p.add_argument("--workdir", default=None, help="a trained run (else a random model)")
     p.add_argument("--model", default="vgg_snn")
     p.add_argument("--width", type=float, default=0.25)
-    p.add_argument("--num_steps", type=int, default=10)
+    p.add_argument("--num_steps", type=int, default=None,
+                   help="T (default: the run's, or 10 for a random model)")
     p.add_argument("--input_shape", default="48,48,2", help="H,W,C (random model only)")
     p.add_argument("--events", action="store_true", help="random frames [T, ...] (random model)")
     p.add_argument("--images", type=int, default=64)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--threshold", type=float, default=0.9)
-    p.add_argument("--confidence", default="softmax", choices=anytime.CONFIDENCES)
+    p.add_argument("--threshold", type=float, default=None,
+                   help="exit threshold (default: the run's calibrated one; 0.9 otherwise)")
+    p.add_argument("--confidence", default=None, choices=anytime.CONFIDENCES,
+                   help="confidence of the exit rule (default: the run's, else softmax)")
+    p.add_argument("--repeats", type=int, default=3, help="timings per mode (median kept)")
+    p.add_argument("--out", default=None, help="JSONL file the rows are appended to")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error("--repeats must be >= 1")
 
     labels = None
     if args.workdir:
@@ -119,6 +132,7 @@ def main(argv=None) -> None:
 
         config, model, variables, _ = anytime_eval.restore_run(args.workdir)
         num_steps = args.num_steps or config.num_steps
+        args.threshold, args.confidence = _calibrated(args)
         it, _ = input_pipeline.get_dataset(
             config, config.data.eval_split, train=False, batch_size=args.images,
             num_steps=num_steps, seed=config.seed, shard_index=0, shard_count=1,
@@ -128,7 +142,9 @@ def main(argv=None) -> None:
         x = np.asarray(batch["image"])[..., keep, :, :, :]
         labels = np.asarray(batch["label"])[keep]
     else:
-        num_steps = args.num_steps
+        num_steps = args.num_steps or 10
+        args.threshold = 0.9 if args.threshold is None else args.threshold
+        args.confidence = args.confidence or "softmax"
         h, w, c = (int(v) for v in args.input_shape.split(","))
         rng = np.random.default_rng(args.seed)
         shape = ((num_steps,) if args.events else ()) + (args.images, h, w, c)
@@ -139,23 +155,64 @@ def main(argv=None) -> None:
                                num_steps=num_steps)
     frames = _frames(x, num_steps)
     n = frames.shape[1]
-    results = {
-        "full": run_full(model, variables, x, num_steps, args.batch),
-        "stream1": run_stream(model, variables, frames, num_steps, 1, args.threshold,
-                              args.confidence),
-        f"stream{args.batch}": run_stream(model, variables, frames, num_steps, args.batch,
-                                          args.threshold, args.confidence),
+    modes = {
+        "full1": (1, lambda: run_full(model, variables, x, num_steps, 1)),
+        f"full{args.batch}": (args.batch, lambda: run_full(model, variables, x, num_steps,
+                                                           args.batch)),
+        "stream1": (1, lambda: run_stream(model, variables, frames, num_steps, 1,
+                                          args.threshold, args.confidence)),
+        f"stream{args.batch}": (args.batch, lambda: run_stream(
+            model, variables, frames, num_steps, args.batch, args.threshold, args.confidence)),
     }
-    for mode, (seconds, preds, steps) in results.items():
+    rows, full_time = [], {}
+    for mode, (batch, run) in modes.items():
+        times = []
+        for _ in range(args.repeats):
+            seconds, preds, steps = run()
+            times.append(seconds / n)
+        per_image = statistics.median(times)
+        if mode.startswith("full"):
+            full_time[batch] = per_image
         row = {
             "mode": mode, "model": args.workdir or args.model, "num_steps": num_steps,
-            "images": n, "batch": 1 if mode == "stream1" else args.batch,
-            "threshold": None if mode == "full" else args.threshold,
-            "seconds_per_image": seconds / n, "mean_steps": float(np.mean(steps)),
+            "images": n, "batch": batch,
+            "threshold": None if mode.startswith("full") else args.threshold,
+            "confidence": None if mode.startswith("full") else args.confidence,
+            "seconds_per_image": per_image, "spread": [min(times), max(times)],
+            "speedup_vs_full": full_time[batch] / per_image,
+            "mean_steps": float(np.mean(steps)),
+            "date": time.strftime("%Y-%m-%d %H:%M"), "machine": _machine(),
+            "load_avg": [round(v, 2) for v in os.getloadavg()],
         }
         if labels is not None:
             row["accuracy"] = float(np.mean(preds == labels))
-        print(json.dumps(row))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+def _calibrated(args) -> tuple[float, str]:
+    """The threshold and confidence: as given, else those the run's report calibrated."""
+    threshold, confidence = args.threshold, args.confidence
+    if threshold is None:
+        from tks_jax import report
+
+        section = report.load_report(os.path.join(args.workdir, "report")).get("anytime")
+        if not section:
+            raise SystemExit(
+                f"{args.workdir}/report has no calibrated exit rule: pass --threshold, or run "
+                f"`python -m tks_jax.evaluate --workdir {args.workdir} --anytime "
+                "max_drop=0.005` first.")
+        threshold = float("inf") if section["threshold"] is None else section["threshold"]
+        confidence = confidence or section["confidence"]
+    return threshold, confidence or "softmax"
+
+
+def _machine() -> str:
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, " \
+        f"jax {jax.__version__} ({jax.default_backend()})"
 
 
 if __name__ == "__main__":
