@@ -12,11 +12,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from benchmarks import arch, fast_conv
+from benchmarks import arch
 from tks_jax import spiking
+from tks_jax.models import kernels
 
-# "lax": XLA's convolution and its autodiff; "gemm_wgrad": the weight gradient as one GEMM.
-CONV_IMPLS = {"lax": None, "gemm_wgrad": fast_conv.conv_general_dilated}
+# "lax": XLA's convolution and its autodiff; "gemm_wgrad": on CPU, XLA's forward and input
+# gradient with the weight gradient as one GEMM (the zoo's conv="direct", ``kernels.conv``).
+CONV_IMPLS = {"lax": None, "gemm_wgrad": kernels.conv_function("direct")}
 
 
 def _fold(x: jax.Array) -> jax.Array:

@@ -276,6 +276,19 @@ def gemm_peak(n: int = 4096, repeats: int = 5, dtype: str = "float32") -> dict[s
 RECOMMENDED_XLA_FLAGS = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 
 
+def run_json(
+    cmd: list[str], what: str, env: dict[str, str] | None = None, timeout: float = 1800
+) -> dict[str, Any]:
+    """Runs ``cmd`` from the repository root and returns the JSON record its last line of
+    output prints; a failure raises with ``what`` and the end of its stderr."""
+    proc = subprocess.run(
+        cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def run_in_subprocess(
     cfg: dict[str, Any], env: dict[str, str] | None = None, timeout: float = 1800
 ) -> dict[str, Any]:
@@ -283,17 +296,7 @@ def run_in_subprocess(
     Python process, so that its peak memory is its own."""
     cmd = [sys.executable, "-m", "benchmarks.train_step", "--single", json.dumps(cfg)]
     full_env = {"XLA_FLAGS": RECOMMENDED_XLA_FLAGS, **os.environ, **(env or {})}
-    proc = subprocess.run(
-        cmd,
-        cwd=REPO_ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"benchmark {cfg} failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json(cmd, f"benchmark {cfg}", env=full_env, timeout=timeout)
 
 
 def append_jsonl(path: str, record: dict[str, Any]) -> None:
@@ -318,18 +321,24 @@ HEADER = (
 )
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--single", help="JSON config: run one configuration here, print JSON.")
+def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of a sweep's configurations (keys of ``run_single``'s config), shared with
+    ``benchmarks/peers/compare.py``."""
     p.add_argument("--models", default="vgg_snn,resnet19")
     p.add_argument("--batches", default="16,32")
     p.add_argument("--widths", default="1.0,0.5")
     p.add_argument("--modes", default="train,infer")
-    p.add_argument("--steps", type=int, default=3, help="timed steps per configuration")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps after compiling")
-    p.add_argument("--num-steps", type=int, default=0, help="override T (0: the model's own)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per run")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps per run, after compiling")
     p.add_argument("--source", choices=["reference", "tks"], default="tks",
                    help="tks: tks_jax.models.get_model; reference: benchmarks/reference_models")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--single", help="JSON config: run one configuration here, print JSON.")
+    add_sweep_arguments(p)
+    p.add_argument("--num-steps", type=int, default=0, help="override T (0: the model's own)")
     p.add_argument("--options", default="{}",
                    help="JSON dict of model options, or a JSON list of them: variants that are "
                         "run in alternation for each configuration (--rounds times)")

@@ -1,8 +1,8 @@
 """The conv weight gradient's im2col: row-major vs channel-major layout, and the chunk size.
 
 Not a test. For one 3x3 stride-1 layer shape, times ``dW = im2col(x)^T @ dy`` as
-- ``rm<MB>``: row-major ``[N*H*W, 9*Cin]`` contracted on its first axis (the prototype in
-  ``benchmarks/fast_conv.py``), chunks of <MB> MB;
+- ``rm<MB>``: row-major ``[N*H*W, 9*Cin]`` contracted on its first axis (``_rm`` below),
+  chunks of <MB> MB;
 - ``cm<MB>``: channel-major ``[9*Cin, N*H*W] @ [N*H*W, Cout]`` (``tks_jax.models.kernels``),
 - ``gemm``: a plain GEMM of the same shape and FLOPs from ready-made operands (the ceiling),
 checks each against lax's weight gradient, and prints GFLOP/s (median of alternated repeats).
@@ -22,15 +22,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import fast_conv
 from tks_jax.models import kernels
+from tks_jax.models.kernels import chunking
 
 PAD = ((1, 1), (1, 1))
 
 
 def _rm(x, g, chunk_mb):
-    fast_conv._CHUNK_BYTES = chunk_mb * 2**20  # read at trace time
-    return fast_conv._im2col_weight_grad(x, g, (3, 3, x.shape[-1], g.shape[-1]), (1, 1), PAD)
+    """Row-major im2col: ``[M, 9*Cin]`` taps of the padded input (M = N*H*W, stride 1),
+    contracted with ``g`` ``[M, Cout]`` on M, summed over chunks of the batch."""
+    n, hw, _, cin = x.shape
+    cout = g.shape[-1]
+    xp = jnp.pad(x, ((0, 0), *PAD, (0, 0)))
+
+    def chunk_grad(xp_c, g_c):
+        taps = [xp_c[:, i : i + hw, j : j + hw, :] for i in range(3) for j in range(3)]
+        m = xp_c.shape[0] * hw * hw
+        return jax.lax.dot_general(
+            jnp.concatenate(taps, axis=-1).reshape(m, 9 * cin), g_c.reshape(m, cout),
+            (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32,
+        )
+
+    chunk = chunking.chunk_size(n, hw * hw * 9 * cin * x.dtype.itemsize, chunk_mb * 2**20)
+    return chunking.sum_over_chunks(chunk_grad, (xp, g), chunk).reshape(3, 3, cin, cout)
 
 
 def _cm(x, g, chunk_mb):

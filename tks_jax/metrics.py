@@ -78,13 +78,8 @@ def first_k_predictions(logits: ArrayLike) -> Array:
     """The prediction with only the first k steps, ``argmax_c mean_{t<k} z_t``, k = 1..T.
 
     Row ``k - 1`` uses the first ``k`` steps (§10, Fig. 3a); the last row is the prediction
-    of the full output. Exact for a causal SNN evaluated with inference-mode BN.
-
-    Args:
-      logits: per-step logits ``[T, B, C]``.
-
-    Returns:
-      ``[T, B]`` int32 class indices.
+    of the full output. Exact for a causal SNN evaluated with inference-mode BN. Argument and
+    the ``[T, B]`` int32 result as :func:`per_step_predictions`.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -241,11 +236,7 @@ def per_step_accuracy(
       >>> print(metrics.per_step_accuracy(logits, jnp.array([0, 1])))
       [0.5 0.5]
     """
-    logits, labels, where, conditions = _checks.metric_per_step(
-        "per_step_accuracy", logits, labels, where
-    )
-    predictions = jnp.argmax(logits, axis=-1)
-    return _checks.nan_if_invalid(accuracy(predictions, labels, where=where), *conditions)
+    return _accuracy_per_row("per_step_accuracy", per_step_predictions, logits, labels, where)
 
 
 def first_k_accuracy(
@@ -254,15 +245,8 @@ def first_k_accuracy(
     """Accuracy with only the first k steps at test time, for k = 1..T (§10, Fig. 3a).
 
     Entry ``k - 1`` is the accuracy of :func:`first_k_predictions` row ``k - 1``; the last
-    entry is the ordinary top-1 accuracy.
-
-    Args:
-      logits: per-step logits ``[T, B, C]``.
-      labels: integer class indices ``[B]``.
-      where: optional boolean mask ``[B]`` of the samples to count.
-
-    Returns:
-      ``[T]`` float32 accuracies.
+    entry is the ordinary top-1 accuracy. Arguments and the ``[T]`` float32 result as
+    :func:`per_step_accuracy`.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -271,11 +255,16 @@ def first_k_accuracy(
       >>> print(metrics.first_k_accuracy(logits, jnp.array([1])))
       [0. 1.]
     """
-    logits, labels, where, conditions = _checks.metric_per_step(
-        "first_k_accuracy", logits, labels, where
-    )
-    predictions = first_k_predictions(logits)
-    return _checks.nan_if_invalid(accuracy(predictions, labels, where=where), *conditions)
+    return _accuracy_per_row("first_k_accuracy", first_k_predictions, logits, labels, where)
+
+
+def _accuracy_per_row(
+    fn: str, predict, logits: ArrayLike, labels: ArrayLike, where: ArrayLike | None
+) -> Array:
+    """``[T]`` accuracies of the rows of ``predict(logits)`` ``[T, B]``, the inputs checked as
+    ``fn``'s (per-step logits; NaN for invalid traced input)."""
+    logits, labels, where, conditions = _checks.metric_per_step(fn, logits, labels, where)
+    return _checks.nan_if_invalid(accuracy(predict(logits), labels, where=where), *conditions)
 
 
 def per_class_accuracy(

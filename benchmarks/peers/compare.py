@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 from typing import Any
 
@@ -40,13 +39,8 @@ DEFAULT_PEER_PYTHON = os.path.join(HERE, ".venv", "bin", "python")
 
 def run_peer(python: str, cfg: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
     """Runs one SpikingJelly configuration in a subprocess and returns its record."""
-    proc = subprocess.run(
-        [python, PEER_SCRIPT, "--single", json.dumps(cfg)],
-        capture_output=True, text=True, timeout=timeout, cwd=train_step.REPO_ROOT,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"SpikingJelly run {cfg} failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    cmd = [python, PEER_SCRIPT, "--single", json.dumps(cfg)]
+    return train_step.run_json(cmd, f"SpikingJelly run {cfg}", timeout=timeout)
 
 
 def check_params(python: str, source: str, options: dict, models, widths) -> None:
@@ -70,15 +64,8 @@ def check_params(python: str, source: str, options: dict, models, widths) -> Non
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--models", default="vgg_snn,resnet19")
-    p.add_argument("--batches", default="16,32")
-    p.add_argument("--widths", default="1.0,0.5")
-    p.add_argument("--modes", default="train,infer")
-    p.add_argument("--steps", type=int, default=3, help="timed steps per run")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps per run")
+    train_step.add_sweep_arguments(p)
     p.add_argument("--rounds", type=int, default=1, help="alternations per configuration")
-    p.add_argument("--source", choices=["reference", "tks"], default="tks",
-                   help="tks: tks_jax.models; reference: benchmarks/reference_models.py")
     p.add_argument("--options", default="{}", help="JSON dict of tks-jax model options")
     p.add_argument("--peer-python", default=DEFAULT_PEER_PYTHON,
                    help="python of the SpikingJelly environment")

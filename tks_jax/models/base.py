@@ -25,29 +25,40 @@ Dtype = Any
 UNIT_CHUNK_BYTES = conv_norm_lif.CHUNK_BYTES
 
 
-@dataclasses.dataclass(frozen=True)
-class SpikingConfig:
-    """Neuron and normalisation options shared by all layers of one model (hashable).
+@dataclasses.dataclass(repr=False, eq=False)
+class _NormOptions:
+    """The first two fields of ``SpikingOptions``."""
+
+    norm: str = "tdbn"
+    num_steps: int | None = None
+
+
+# A dataclass lists its bases' fields from the last base to the first: norm, num_steps, the
+# LIF options, then dtype and conv (the order of the positional constructor arguments).
+@dataclasses.dataclass(repr=False, eq=False)
+class SpikingOptions(layers.LIFOptions, _NormOptions):
+    """The neuron and normalisation options of a model, declared once: the fields of
+    ``SpikingConfig`` and of every model (``SpikingNet``).
 
     Attributes:
       norm: ``'tdbn'``, ``'tebn'`` or ``'bn'`` (``docs/method.md`` §6).
-      num_steps: number of TEBN per-step scales; None when ``norm != 'tebn'``.
+      num_steps: number of TEBN per-step scales (see ``SpikingNet``).
       tau, v_threshold, surrogate, surrogate_alpha, detach_reset, remat: LIF options
-        (``tks_jax.spiking.lif``).
+        (``layers.LIFOptions``, ``tks_jax.spiking.lif``).
       dtype: compute dtype.
       conv: how convolutions are computed (``kernels.CONV_ALGORITHMS``).
     """
 
-    norm: str = "tdbn"
-    num_steps: int | None = None
-    tau: float = 2.0
-    v_threshold: float = 0.5
-    surrogate: str | spiking.Surrogate = "qgate"
-    surrogate_alpha: float | None = None
-    detach_reset: bool = True
-    remat: bool = False
     dtype: Dtype = jnp.float32
     conv: str = "auto"
+
+
+# Hashable, as a flax module attribute must be; not frozen, since a frozen dataclass cannot
+# derive from the options base it shares with the (non-frozen) flax modules.
+@dataclasses.dataclass(unsafe_hash=True)
+class SpikingConfig(SpikingOptions):
+    """Neuron and normalisation options shared by all layers of one model (hashable; the
+    fields of ``SpikingOptions``, with ``num_steps`` None when ``norm != 'tebn'``)."""
 
     def make_lif(self, name: str | None = None) -> layers.LIF:
         """A LIF layer with these options (call inside a compact method)."""
@@ -171,7 +182,15 @@ class ConvNormLIF(nn.Module):
         return spikes
 
 
-class SpikingNet(nn.Module):
+@dataclasses.dataclass(repr=False, eq=False)
+class _ReadOutOptions:
+    """The first two fields of ``SpikingNet``."""
+
+    num_classes: int = 10
+    width: float = 1.0
+
+
+class SpikingNet(SpikingOptions, _ReadOutOptions, nn.Module):
     """Base class of the zoo: the options every model takes, and input validation.
 
     Subclasses implement ``__call__`` (per-step logits; see ``SpikingNet.__call__``).
@@ -188,23 +207,10 @@ class SpikingNet(nn.Module):
       conv: how convolutions are computed, one of ``kernels.CONV_ALGORITHMS``.
     """
 
-    num_classes: int = 10
-    width: float = 1.0
-    norm: str = "tdbn"
-    num_steps: int | None = None
-    tau: float = 2.0
-    v_threshold: float = 0.5
-    surrogate: str | spiking.Surrogate = "qgate"
-    surrogate_alpha: float | None = None
-    detach_reset: bool = True
-    remat: bool = False
-    dtype: Dtype = jnp.float32
-    conv: str = "auto"
-
     @property
     def config(self) -> SpikingConfig:
         """The shared layer options of this model."""
-        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(SpikingConfig)}
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(SpikingOptions)}
         if self.norm != "tebn":
             options["num_steps"] = None
         return SpikingConfig(**options)

@@ -15,6 +15,7 @@ bias 0.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -288,17 +289,15 @@ class Norm(nn.Module):
         )
 
 
-class LIF(nn.Module):
-    """Multi-step LIF layer over ``[T, B, ...]`` (``tks_jax.spiking.lif``; ``docs/method.md`` §1).
+@dataclasses.dataclass(repr=False, eq=False)
+class LIFOptions:
+    """The LIF neuron's options, declared once: the fields of ``LIF``, of the models
+    (``base.SpikingNet``) and of their layer options (``base.SpikingConfig``).
 
-    When the ``intermediates`` collection is mutable, sows per call:
-    ``spike_rate`` (mean spike probability over T, B and neurons), ``spikes_per_image``
-    (spikes summed over T and neurons, averaged over B) and ``neurons`` (neurons per step and
-    image). ``spike_summary`` in ``tks_jax.models`` reads them.
+    A plain dataclass base (its subclasses make their own ``repr``, equality and hash).
 
     Attributes:
-      tau, v_threshold, surrogate, surrogate_alpha, detach_reset, remat, backend: see
-        ``spiking.lif``.
+      tau, v_threshold, surrogate, surrogate_alpha, detach_reset, remat: see ``spiking.lif``.
     """
 
     tau: float = 2.0
@@ -307,6 +306,21 @@ class LIF(nn.Module):
     surrogate_alpha: float | None = None
     detach_reset: bool = True
     remat: bool = False
+
+
+class LIF(LIFOptions, nn.Module):
+    """Multi-step LIF layer over ``[T, B, ...]`` (``tks_jax.spiking.lif``; ``docs/method.md`` §1).
+
+    When the ``intermediates`` collection is mutable, sows per call:
+    ``spike_rate`` (mean spike probability over T, B and neurons), ``spikes_per_image``
+    (spikes summed over T and neurons, averaged over B) and ``neurons`` (neurons per step and
+    image). ``spike_summary`` in ``tks_jax.models`` reads them.
+
+    Attributes:
+      tau, v_threshold, surrogate, surrogate_alpha, detach_reset, remat: ``LIFOptions``.
+      backend: see ``spiking.lif``.
+    """
+
     backend: str = "auto"
 
     @nn.compact
