@@ -145,8 +145,7 @@ def _interval(ms: dict, scale: float = 1.0) -> tuple[float, float, float] | None
     """(mean, low, high) of a mean-over-seeds with its 95 % t interval; None for one seed."""
     if ms["std"] is None or ms["n"] < 2:
         return None
-    half = paired.t_quantile(0.5 + paired.LEVEL / 2, ms["n"] - 1) * ms["std"] / math.sqrt(
-        ms["n"])
+    half = paired.t_half_width(ms["std"], ms["n"])
     return scale * ms["mean"], scale * (ms["mean"] - half), scale * (ms["mean"] + half)
 
 

@@ -64,8 +64,14 @@ def paired_interval(diffs: Sequence[float], level: float = LEVEL) -> dict[str, f
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}.")
     mean, std, n = float(d.mean()), float(d.std(ddof=1)), len(d)
-    half = t_quantile(0.5 + level / 2, n - 1) * std / math.sqrt(n)
+    half = t_half_width(std, n, level)
     return {"mean": mean, "std": std, "n": n, "low": mean - half, "high": mean + half}
+
+
+def t_half_width(std: float, n: int, level: float = LEVEL) -> float:
+    """Half the two-sided ``level`` Student-t interval of a mean of ``n`` values with sample
+    standard deviation ``std``: ``t(0.5 + level / 2, n - 1) * std / sqrt(n)``."""
+    return t_quantile(0.5 + level / 2, n - 1) * std / math.sqrt(n)
 
 
 def combine(verdicts: Sequence[str]) -> str:
