@@ -1,4 +1,5 @@
-"""Paired comparisons over seeds: TKS - X per seed, with a 95 % confidence interval.
+"""Paired comparisons over seeds: TKS - X per seed, with a 95 % confidence interval
+(``docs/method.md`` §16).
 
 Every loss of a setting is trained with the same seeds (initialisation, data order,
 augmentation), so run ``s`` of TKS and run ``s`` of loss X form a pair. The difference
