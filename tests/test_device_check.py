@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -297,6 +298,15 @@ def test_run_cmd_kills_on_timeout():
     code, text = check.run_cmd(
         ["bash", "-c", "trap 'echo interrupted; exit 130' INT; sleep 30 & wait"],
         timeout=4.0, grace=10.0)
+    assert code is None and "interrupted" in text
+    # Even when this process ignores SIGINT (as a background job does), the command gets it.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code, text = check.run_cmd(
+            ["bash", "-c", "trap 'echo interrupted; exit 130' INT; sleep 30 & wait"],
+            timeout=4.0, grace=10.0)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert code is None and "interrupted" in text
     code, text = check.run_cmd(["bash", "-c", "echo hi; exit 3"], timeout=30.0)
     assert code == 3 and text.strip() == "hi"

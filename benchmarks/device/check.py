@@ -90,6 +90,10 @@ class Budget:
         self.slack = max(0.0, self.stages[name] + self.slack - used)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_cmd(cmd: list[str], timeout: float, env: dict[str, str] | None = None,
             log: str | None = None, grace: float = 10.0) -> tuple[int | None, str]:
     """Runs ``cmd`` in its own process group from the repository root. On timeout the group
@@ -97,8 +101,12 @@ def run_cmd(cmd: list[str], timeout: float, env: dict[str, str] | None = None,
     seconds later, SIGKILL. Returns ``(returncode or None on timeout, combined output)``."""
     full_env = {**os.environ, **(env or {})}
     with tempfile.TemporaryFile("w+") as out:
+        # SIGINT back to its default in the child: a parent that ignores it (a background
+        # job, a pytest-xdist worker) would otherwise pass the ignore on, and the command could
+        # not handle the SIGINT sent on timeout.
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=full_env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True, text=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, text=True,
+                                preexec_fn=_default_sigint)
         try:
             code: int | None = proc.wait(timeout=max(1.0, timeout))
         except subprocess.TimeoutExpired:
