@@ -107,6 +107,7 @@ def test_anytime_record_keeps_the_summary():
     assert rec["energy_pj_first_k"] == [1.0, 2.0] and rec["test"] == {"accuracy": 0.5}
 
 
+@pytest.mark.slow
 def test_collect_with_a_zoo_model():
     import jax
 

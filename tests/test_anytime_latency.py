@@ -3,8 +3,12 @@
 import json
 
 import numpy as np
+import pytest
 
 from benchmarks import anytime_latency
+
+# Builds and times real networks: part of the full suite, not of `make test-fast`.
+pytestmark = pytest.mark.slow
 
 
 def test_modes_and_exit(tmp_path, capsys):

@@ -103,7 +103,11 @@ def test_real_valued_frames_cost_macs():
     np.testing.assert_allclose(np.asarray(jitted(variables, x)["mac"]["c1"]), 432)
 
 
-@pytest.mark.parametrize("name", ["resnet19", "vgg_snn", "sew_resnet18"])
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param("resnet19", marks=pytest.mark.slow), "vgg_snn",
+     pytest.param("sew_resnet18", marks=pytest.mark.slow)],
+)
 def test_zoo_counts_per_output(name):
     t, b = 2, 2
     size = 16 if name != "sew_resnet18" else 32

@@ -288,6 +288,7 @@ def test_budget_carries_unused_time_over():
     assert short.stage_limit("a") <= 3.0
 
 
+@pytest.mark.slow
 def test_run_cmd_kills_on_timeout():
     t0 = time.monotonic()
     code, _ = check.run_cmd(["bash", "-c", "sleep 30"], timeout=1.0, grace=1.0)

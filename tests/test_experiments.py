@@ -112,6 +112,7 @@ def test_config_budgets_and_settings():
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("event", [False, True])
 def test_penultimate_features_feed_the_readout(event):
     from tks_jax import models

@@ -359,6 +359,7 @@ class _NoIterator:
         return {}
 
 
+@pytest.mark.slow
 def test_cli_exports_the_latest_checkpoint(tmp_path):
     """A run directory as train.py leaves it (config.json, orbax checkpoints written by the
     training code); the CLI's graph equals ``to_nir`` of the newest checkpoint's variables,

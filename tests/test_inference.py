@@ -32,16 +32,18 @@ def _variables(model, x, num_steps):
     return jax.tree_util.tree_map_with_path(perturb, variables)
 
 
+# One case runs in `make test-fast`; the other models and norms are `slow` (the full suite).
+_SLOW = pytest.mark.slow
 CASES = [
     ("vgg_snn", {}, "events"),
-    ("vgg_snn", {"norm": "bn"}, "static"),
-    ("resnet19", {}, "static"),
-    ("resnet19", {"norm": "tebn", "num_steps": 4}, "static"),
-    ("vgg_snn", {"norm": "tebn", "num_steps": T}, "events"),
-    ("sew_resnet18", {}, "static"),
-    ("sew_resnet19", {"connect": "iand"}, "static"),
-    ("sew_resnet34", {"norm": "tdbn"}, "static"),
-    ("sew_resnet50", {}, "static"),
+    pytest.param("vgg_snn", {"norm": "bn"}, "static", marks=_SLOW),
+    pytest.param("resnet19", {}, "static", marks=_SLOW),
+    pytest.param("resnet19", {"norm": "tebn", "num_steps": 4}, "static", marks=_SLOW),
+    pytest.param("vgg_snn", {"norm": "tebn", "num_steps": T}, "events", marks=_SLOW),
+    pytest.param("sew_resnet18", {}, "static", marks=_SLOW),
+    pytest.param("sew_resnet19", {"connect": "iand"}, "static", marks=_SLOW),
+    pytest.param("sew_resnet34", {"norm": "tdbn"}, "static", marks=_SLOW),
+    pytest.param("sew_resnet50", {}, "static", marks=_SLOW),
 ]
 
 
@@ -73,6 +75,7 @@ def test_stepping_equals_all_steps(name, options, kind):
         assert np.abs(want[-1] - want[0]).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_state_layout_and_tebn_limit():
     model = models.get_model("resnet19", num_classes=4, width=0.0625, norm="tebn", num_steps=2)
     x = np.ones((B, 16, 16, 3), np.float32)
@@ -92,6 +95,7 @@ def test_state_layout_and_tebn_limit():
         inference.step(model, variables, state, x)
 
 
+@pytest.mark.slow
 def test_run_steps_and_remat_model():
     model = models.get_model("vgg_snn", num_classes=4, width=0.0625, remat=True)
     x = np.random.default_rng(1).random((B, 16, 16, 2)).astype(np.float32)

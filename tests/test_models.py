@@ -221,7 +221,9 @@ def _torch_like_values(shapes, seed=0):
     return jax.tree_util.tree_map_with_path(value, shapes)
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize(
+    "name", [n if n == "vgg_snn" else pytest.param(n, marks=pytest.mark.slow) for n in ALL]
+)
 def test_forward_backward_small(name):
     num_steps, batch, classes = 2, 2, 7
     model = models.get_model(name, num_classes=classes, width=0.125)
@@ -313,6 +315,7 @@ def tiny():
     return _Tiny()
 
 
+@pytest.mark.slow
 def test_direct_encoding_equals_repeated_frames(tiny):
     x, variables = tiny.x, tiny.variables
     frames = jnp.broadcast_to(x, (3,) + x.shape)
@@ -330,6 +333,7 @@ def test_direct_encoding_equals_repeated_frames(tiny):
     )
 
 
+@pytest.mark.slow
 def test_causal_over_steps_and_any_T(tiny):
     x, variables = tiny.x, tiny.variables
     full = tiny.fn(3, False)(variables, x)
@@ -342,6 +346,7 @@ def test_causal_over_steps_and_any_T(tiny):
     assert not np.allclose(full[0], full[-1])
 
 
+@pytest.mark.slow
 def test_tebn_causal_and_limited():
     model = _tiny_resnet(norm="tebn", num_steps=3)
     x = 2.0 * jax.random.normal(_key(3), (3, 2, 8, 8, 3))
@@ -380,6 +385,7 @@ def test_batchnorm_stats_update_in_training_and_are_used_in_inference(tiny):
     assert not np.allclose(train(variables, other)[0][:, 0], train(variables, x)[0][:, 0])
 
 
+@pytest.mark.slow
 def test_jit_equals_no_jit_and_no_state_leaks(tiny):
     x, variables = tiny.x, tiny.variables
     # Training mode (batch statistics and their update); inference mode shares every layer but

@@ -255,6 +255,7 @@ def test_conv_weight_grad_float64_matches_lax(algorithm, kernel, stride):
             assert err < 1e-12, err
 
 
+@pytest.mark.slow
 def test_conv_module_gradients_match_plain_flax_conv():
     # The zoo's Conv layer (GEMM weight gradient inside) against flax.linen.Conv with XLA's
     # own convolution, on the same parameters.
@@ -306,6 +307,7 @@ def _vgg_loss_and_grads(x, y, **options):
     return variables, value, stats, grads, loss
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "norm,chunk_bytes,chunked_units",
     [
@@ -346,6 +348,7 @@ def test_model_remat_chunked_units_match_whole_batch(monkeypatch, norm, chunk_by
     assert (("checkpoint" in jaxpr) or ("remat" in jaxpr)) == (chunked_units < 8)
 
 
+@pytest.mark.slow
 def test_chunked_unit_against_whole_batch_reference():
     # The pure function, several chunk sizes, TEBN scales, with and without detached reset,
     # against BatchNorm statistics + spiking.lif on the whole batch written out here.
@@ -532,6 +535,7 @@ def test_conv_algorithm_bad_value():
         models.get_model("resnet19", num_classes=10, conv="fft")
 
 
+@pytest.mark.slow
 def test_model_conv_option_same_outputs_and_gradients():
     # VGG-SNN at width 1/4 (16-128 channels): "auto" runs its 3x3 convs with >= 16 input
     # channels by Winograd, "direct" by XLA's convolution; logits, batch statistics and
@@ -601,6 +605,7 @@ def test_chunked_remat_under_data_parallel_sharding():
     assert "SHARDED_OK" in proc.stdout
 
 
+@pytest.mark.slow
 def test_resnet19_remat_covers_whole_blocks():
     # remat=True on ResNet-19: the first unit of each block chunked or rematerialised, the
     # second half (conv, norm, shortcut, LIF) rematerialised; same tree, loss and gradients.
