@@ -71,6 +71,28 @@ def test_versions_and_machine():
     assert m["backend"] == jax.default_backend()
     assert m["device_kind"] == jax.devices()[0].device_kind
     assert m["device_count"] == len(jax.devices())
+    assert set(m["cpu_isa"]) <= set(provenance.CPU_ISA_FLAGS)
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+        names = [ln.split(":", 1)[1].strip() for ln in text.splitlines()
+                 if ln.lower().startswith("model name")]
+        if names:
+            assert m["cpu_model"] == names[0]
+
+
+def test_cpu_model_and_vector_extensions_from_cpuinfo():
+    x86 = ("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel Xeon 8480\n"
+           "flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_bf16 amx_bf16 avx512vl\n\n"
+           "processor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n")
+    assert provenance.cpu_from_cpuinfo(x86) == {
+        "cpu_model": "Intel Xeon 8480",
+        "cpu_isa": ["avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"]}
+    amd = "model name\t: AMD EPYC\nflags\t\t: sse avx avx2 fma\n"
+    assert provenance.cpu_from_cpuinfo(amd)["cpu_isa"] == ["avx", "avx2", "fma"]
+    arm = "processor\t: 0\nFeatures\t: fp asimd sve\nCPU part\t: 0xd40\n"
+    assert provenance.cpu_from_cpuinfo(arm) == {"cpu_model": None, "cpu_isa": ["asimd", "sve"]}
+    assert provenance.cpu_from_cpuinfo("") == {"cpu_model": None, "cpu_isa": []}
 
 
 def test_collect_stores_the_resolved_config():

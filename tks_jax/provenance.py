@@ -66,13 +66,51 @@ def library_versions() -> dict[str, str | None]:
     return out
 
 
+# CPU vector extensions that decide which kernels XLA:CPU compiles, and so the last bits of a
+# CPU run (two x86_64 machines with and without AVX-512 give different floating-point sums).
+CPU_ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16",
+                 "asimd", "sve", "sve2")
+
+
+def cpu_from_cpuinfo(text: str) -> dict[str, Any]:
+    """CPU model and vector extensions from the text of Linux's ``/proc/cpuinfo``.
+
+    Returns:
+      ``{'cpu_model': str | None, 'cpu_isa': [flags of CPU_ISA_FLAGS the CPU has, in that
+      order]}``; the first processor's entry is read (x86 ``model name``/``flags``, Arm
+      ``Features``).
+    """
+    model, flags = None, set()
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key = key.strip().lower()
+        if model is None and key in ("model name", "cpu model", "hardware"):
+            model = value.strip() or None
+        elif not flags and key in ("flags", "features"):
+            flags = set(value.split())
+    return {"cpu_model": model, "cpu_isa": [f for f in CPU_ISA_FLAGS if f in flags]}
+
+
+def cpu_info() -> dict[str, Any]:
+    """``cpu_from_cpuinfo`` of this machine; on systems without ``/proc/cpuinfo``, the model
+    from ``platform.processor()`` and an empty ``cpu_isa``."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return cpu_from_cpuinfo(f.read())
+    except OSError:
+        return {"cpu_model": platform.processor() or None, "cpu_isa": []}
+
+
 def machine_info() -> dict[str, Any]:
-    """OS, CPU architecture, Python, core count, JAX backend and device kind."""
+    """OS, CPU architecture, model and vector extensions, Python, core count, JAX backend and
+    device kind."""
     import jax
 
     devices = jax.devices()
     return {
-        "system": platform.system(), "machine": platform.machine(),
+        "system": platform.system(), "machine": platform.machine(), **cpu_info(),
         "python": platform.python_version(), "cpu_count": os.cpu_count(),
         "backend": jax.default_backend(), "device_kind": devices[0].device_kind,
         "device_count": len(devices),

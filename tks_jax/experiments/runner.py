@@ -213,8 +213,9 @@ def run_study(
 
 
 def machine_description() -> str:
-    """``'Linux x86_64, 2 CPU cores, jax 0.x (cpu)'``."""
+    """``'Linux x86_64, 2 CPU cores (AMD EPYC; avx, avx2, fma), jax 0.x (cpu)'``."""
     m = provenance.machine_info()
     versions = provenance.library_versions()
-    return (f"{m['system']} {m['machine']}, {m['cpu_count']} CPU cores, "
-            f"jax {versions['jax']} ({m['backend']})")
+    cpu = "; ".join(x for x in (m.get("cpu_model"), ", ".join(m.get("cpu_isa") or ())) if x)
+    return (f"{m['system']} {m['machine']}, {m['cpu_count']} CPU cores"
+            + (f" ({cpu})" if cpu else "") + f", jax {versions['jax']} ({m['backend']})")
