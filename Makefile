@@ -27,7 +27,7 @@ test: install
 	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)
 
 # The inner loop: everything but the tests marked `slow` (training runs, child processes,
-# notebooks, whole models at full width).
+# notebooks, and the model checks beyond one tiny VGG-SNN each).
 test-fast: install
 	$(PY) -m pytest -q -n 2 -m "not slow" $(PYTEST_ARGS)
 
