@@ -74,11 +74,14 @@ def test_versions_and_machine():
     assert set(m["cpu_isa"]) <= set(provenance.CPU_ISA_FLAGS)
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as f:
-            text = f.read()
-        names = [ln.split(":", 1)[1].strip() for ln in text.splitlines()
-                 if ln.lower().startswith("model name")]
+            lines = f.read().splitlines()
+        names = [ln.split(":", 1)[1].strip() for ln in lines if ln.lower().startswith("model name")]
         if names:
             assert m["cpu_model"] == names[0]
+        flags = [ln.split(":", 1)[1].split() for ln in lines
+                 if ln.lower().startswith(("flags", "features"))]
+        if flags:  # the machine's own extensions reach the record, in the declared order
+            assert m["cpu_isa"] == [f for f in provenance.CPU_ISA_FLAGS if f in flags[0]]
 
 
 def test_cpu_model_and_vector_extensions_from_cpuinfo():
