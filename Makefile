@@ -27,12 +27,18 @@ test: install
 	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)
 
 # The inner loop: everything but the tests marked `slow` (training runs, child processes,
-# notebooks, and the model checks beyond one tiny VGG-SNN each).
+# notebooks, and the model checks beyond one tiny VGG-SNN each). Most of its time is XLA
+# compiling small programs, so it keeps JAX's persistent compilation cache in JAX_CACHE
+# (every compile, however short): a re-run compiles only what changed. `make test` (CI)
+# runs without it.
+JAX_CACHE ?= .jax_cache
 test-fast: install
+	JAX_COMPILATION_CACHE_DIR=$(abspath $(JAX_CACHE)) \
+	JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
 	$(PY) -m pytest -q -n 2 -m "not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check tks_jax tests configs train.py benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info $(JAX_CACHE)
