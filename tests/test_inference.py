@@ -121,3 +121,25 @@ def test_bad_input():
     state = inference.init_state(model, variables, x)
     with pytest.raises(ValueError, match="pass x\\[t\\]"):
         inference.step(model, variables, state, jnp.ones((16, 16, 2)))
+
+
+def test_streamed_bf16_membrane_is_float32_and_equals_the_all_steps_lif():
+    # One LIF layer stepped through the streaming state on bf16 currents: the carried membrane
+    # is float32 (as in ``spiking.lif``) and the spikes equal the all-steps layer's.
+    from tks_jax.models import layers
+
+    lif = layers.LIF()
+    currents = jnp.asarray(
+        np.random.default_rng(3).normal(0.4, 0.5, size=(12, 2, 5)), jnp.bfloat16)
+    want = lif.apply({}, currents)
+    state = {layers.STREAM_STATE: {}}
+    got = []
+    for t in range(12):
+        s, new = lif.apply(state, currents[t:t + 1], mutable=[layers.STREAM_STATE])
+        state = dict(new)
+        assert state[layers.STREAM_STATE]["membrane"].dtype == jnp.float32
+        assert s.dtype == jnp.bfloat16
+        got.append(s[0])
+    assert 0 < float(want.astype(jnp.float32).mean()) < 1
+    np.testing.assert_array_equal(np.asarray(jnp.stack(got), np.float32),
+                                  np.asarray(want, np.float32))

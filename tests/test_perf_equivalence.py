@@ -140,20 +140,20 @@ def test_lif_fast_path_unroll_and_vmap(unroll):
 
 
 def test_lif_fast_path_bfloat16_forward_matches():
+    # bf16 currents: spikes in bf16, the membrane integrated in float32 (``spiking.lif``), so
+    # the reference is the autodiff scan on the same currents in float32.
     x = _currents((4, 16), seed=6).astype(jnp.bfloat16)
     sur = spiking.get_surrogate("qgate")
     fast = spiking.lif(x, return_membrane=True)
-    slow = _scan_lif(x, sur, True)
+    slow = _scan_lif(x.astype(jnp.float32), sur, True)
+    assert fast[0].dtype == jnp.bfloat16 and fast[1].dtype == jnp.float32
     for a, b in zip(fast, slow, strict=True):
-        assert a.dtype == jnp.bfloat16
-        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b))
     g_fast = jax.grad(lambda c: jnp.sum(spiking.lif(c).astype(jnp.float32)))(x)
-    g_slow = jax.grad(
-        lambda c: jnp.sum(_scan_lif(c, sur, True)[0].astype(jnp.float32))
-    )(x)
+    g_slow = jax.grad(lambda c: jnp.sum(_scan_lif(c, sur, True)[0]))(x.astype(jnp.float32))
     assert g_fast.dtype == jnp.bfloat16
     np.testing.assert_allclose(
-        np.asarray(g_fast, np.float32), np.asarray(g_slow, np.float32), rtol=2e-2, atol=1e-2
+        np.asarray(g_fast, np.float32), np.asarray(g_slow), rtol=1e-2, atol=1e-3
     )
 
 

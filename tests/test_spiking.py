@@ -208,16 +208,47 @@ class LifForwardTest(chex.TestCase):
         np.testing.assert_allclose(np.asarray(membranes), ref_u, rtol=1e-5, atol=1e-6)
 
     def test_bf16_in_bf16_out(self):
-        # Multiples of 1/4 with tau = 2 and T = 4 keep every membrane exact in bf16 (8 bits),
-        # so the float64 NumPy loop is an exact reference.
+        # Multiples of 1/4 with tau = 2 and T = 4 keep every membrane exact (also in bf16's 8
+        # bits), so the float64 NumPy loop is an exact reference.
         rng = np.random.default_rng(4)
         currents = rng.integers(-4, 9, size=(4, 3, 4)) / 4.0
         spikes, membranes = spiking.lif(jnp.asarray(currents, jnp.bfloat16), return_membrane=True)
-        chex.assert_type([spikes, membranes], jnp.bfloat16)
+        chex.assert_type(spikes, jnp.bfloat16)
+        chex.assert_type(membranes, jnp.float32)  # the membrane integrates in float32
         ref_s, ref_u = np_lif(currents, 2.0, 0.5)
         self.assertTrue(0 < ref_s.mean() < 1)
         np.testing.assert_array_equal(np.asarray(spikes, np.float64), ref_s)
         np.testing.assert_array_equal(np.asarray(membranes, np.float64), ref_u)
+
+    @parameterized.parameters("custom_vjp", "scan")
+    def test_bf16_currents_integrate_in_float32(self, backend):
+        # Over 32 steps a bfloat16 membrane (8 significant bits) would round every charge and
+        # decay; in float32 the bf16 run equals the float32 run on the same (bf16) currents,
+        # spikes and membranes, and its gradient is the float32 gradient rounded to bf16.
+        currents = jnp.asarray(_currents(7, (32, 64), scale=0.4, offset=0.3), jnp.bfloat16)
+        wide = currents.astype(jnp.float32)
+        s16, u16 = spiking.lif(currents, return_membrane=True, backend=backend)
+        s32, u32 = spiking.lif(wide, return_membrane=True, backend=backend)
+        self.assertTrue(0 < float(s32.mean()) < 1)
+        np.testing.assert_array_equal(np.asarray(s16, np.float32), np.asarray(s32))
+        np.testing.assert_array_equal(np.asarray(u16), np.asarray(u32))
+        # A membrane rounded to bf16 at every step drifts away from it (the test has teeth).
+        ref_s, _ = np_lif(np.asarray(wide, np.float64), 2.0, 0.5)
+        np.testing.assert_array_equal(np.asarray(s32), ref_s)
+        u, drifted = jnp.zeros(64, jnp.bfloat16), []
+        for t in range(32):
+            h = u + (currents[t] - u) / jnp.bfloat16(2.0)
+            drifted.append(h > 0.5)
+            u = h * (1 - (h > 0.5)).astype(jnp.bfloat16)
+        self.assertGreater(int(np.sum(np.stack(drifted) != ref_s.astype(bool))), 0)
+        cot = jnp.asarray(_currents(8, (32, 64)), jnp.bfloat16)
+        g16 = jax.grad(lambda c: jnp.vdot(spiking.lif(c, backend=backend), cot).astype(
+            jnp.float32))(currents)
+        g32 = jax.grad(lambda c: jnp.vdot(spiking.lif(c, backend=backend),
+                                          cot.astype(jnp.float32)))(wide)
+        chex.assert_type(g16, jnp.bfloat16)
+        np.testing.assert_array_equal(np.asarray(g16, np.float32),
+                                      np.asarray(g32.astype(jnp.bfloat16), np.float32))
 
     def test_no_state_between_calls(self):
         currents = jnp.asarray(_currents(5, (4, 3)))

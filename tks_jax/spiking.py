@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import math
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -268,7 +269,8 @@ def lif(
 
     Returns:
       Spikes ``[T, ...]`` in the dtype of ``currents``; with ``return_membrane`` a tuple
-      ``(spikes, membranes)``.
+      ``(spikes, membranes)``, the membranes in ``membrane_dtype(currents.dtype)`` (the
+      membrane integrates in at least float32, also for bfloat16 currents).
 
     Raises:
       ValueError: bad shape, non-positive ``tau``/``v_threshold``, unknown ``backend`` or
@@ -288,6 +290,11 @@ def lif(
         raise TypeError(f"lif() needs floating-point currents, got dtype {currents.dtype}.")
     _check_lif_args(tau, v_threshold)
     surrogate = get_surrogate(surrogate)
+    # Membranes integrate in at least float32: a bfloat16 membrane (8 significant bits) would
+    # round every step's charge and decay. The spikes are exactly 0/1 in any dtype and go back
+    # to the currents' dtype; the casts carry the gradient.
+    spike_dtype = currents.dtype
+    currents = currents.astype(membrane_dtype(spike_dtype))
     if lif_backend(backend, tau, v_threshold) == "custom_vjp":
         # One custom VJP for the whole scan (same maths, one saved [T, ...] array, spikes and
         # slopes recomputed in the backward). It already stores no more than the per-step
@@ -300,9 +307,16 @@ def lif(
         spikes, membranes = _lif_autodiff(
             currents, tau, v_threshold, surrogate, detach_reset, unroll, remat
         )
+    spikes = spikes.astype(spike_dtype)
     if return_membrane:
         return spikes, membranes
     return spikes
+
+
+def membrane_dtype(dtype: Any) -> jnp.dtype:
+    """The dtype LIF membranes integrate in for currents of ``dtype``: float32, or float64 for
+    float64 currents (``jnp.promote_types(dtype, float32)``)."""
+    return jnp.promote_types(dtype, jnp.float32)
 
 
 def _lif_autodiff(
@@ -366,19 +380,20 @@ def lif_forward(
 
     Returns:
       ``(spikes [T, ...], charged membranes before reset [T, ...], membrane after the last
-      step [...])``.
+      step [...])``: the spikes in the dtype of ``currents``, the membranes in
+      ``membrane_dtype(currents.dtype)``.
     """
-    dtype = currents.dtype
+    dtype = membrane_dtype(currents.dtype)
     tau_, vth_ = jnp.asarray(tau, dtype), jnp.asarray(v_threshold, dtype)
 
     def step(u, current):
-        h = u + (current - u) / tau_  # Eq. 1
+        h = u + (current.astype(dtype) - u) / tau_  # Eq. 1
         s = (h - vth_ > 0).astype(dtype)  # Eq. 2, strict
         return h * (1 - s), (s, h)
 
-    start = jnp.zeros(currents.shape[1:], dtype) if u0 is None else u0
+    start = jnp.zeros(currents.shape[1:], dtype) if u0 is None else u0.astype(dtype)
     u_end, (spikes, charged) = jax.lax.scan(step, start, currents, unroll=unroll)
-    return spikes, charged, u_end
+    return spikes.astype(currents.dtype), charged, u_end
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5, 6))

@@ -202,8 +202,8 @@ class SpikingNet(SpikingOptions, _ReadOutOptions, nn.Module):
       num_steps: only sizes TEBN's per-step scales (the largest T the model can run with
         ``norm='tebn'``); other norms run at any T and ignore it.
       tau, v_threshold, surrogate, surrogate_alpha, detach_reset, remat: LIF options.
-      dtype: compute dtype (``jnp.float32`` or ``jnp.bfloat16``); parameters and BN statistics
-        are float32 and logits are returned in float32.
+      dtype: compute dtype (``jnp.float32`` or ``jnp.bfloat16``); parameters, BN statistics and
+        LIF membranes are float32 and logits are returned in float32.
       conv: how convolutions are computed, one of ``kernels.CONV_ALGORITHMS``.
     """
 

@@ -332,7 +332,8 @@ class LIF(LIFOptions, nn.Module):
         absent) instead of 0 and the membrane after the last step is written back.
         """
         if self.is_mutable_collection(STREAM_STATE) and not self.is_initializing():
-            u = self.variable(STREAM_STATE, "membrane", jnp.zeros, x.shape[1:], x.dtype)
+            u = self.variable(STREAM_STATE, "membrane", jnp.zeros, x.shape[1:],
+                              spiking.membrane_dtype(x.dtype))
             s, _, u.value = spiking.lif_forward(x, self.tau, self.v_threshold, 1, u0=u.value)
             return s
         s = spiking.lif(
