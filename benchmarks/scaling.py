@@ -2,7 +2,8 @@ r"""How the training step's cost grows with T, batch and width (not a test).
 
 Three one-factor sweeps around a base configuration (by default batch 8, width 0.5, the model's
 own T), for VGG-SNN and ResNet-19, each configuration in its own subprocess
-(``benchmarks.train_step``: median step time after a warm-up step, peak RSS of the process):
+(``benchmarks.train_step``: median step time after a warm-up step, the step's memory by XLA's
+buffer assignment, peak RSS of the process):
 
 - ``T``: 1, 2, 4, 8, 16, 32 steps, with and without ``remat``;
 - ``batch``: 4, 8, 16, 32, 64;
@@ -81,23 +82,36 @@ def _step_s(r: dict[str, Any]) -> float:
     return r["batch"] / r["img_per_s"]
 
 
+def _xla_gb(r: dict[str, Any]) -> float | None:
+    """The step's memory by XLA's buffer assignment: arguments + outputs + temporaries, less
+    the outputs that alias (donated) arguments; None for records without it."""
+    m = r.get("xla_memory_mb")
+    if not m:
+        return None
+    return (m["argument"] + m["output"] + m["temp"] - m.get("alias", 0.0)) / 1024
+
+
 def table_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per measured point: step time, peak RSS, and for the T and batch sweeps both as
-    multiples of linear growth from the sweep's smallest point (1.0 = linear; below 1 = the
-    fixed costs amortise; above 1 = worse than linear)."""
+    """One row per measured point: step time, XLA's memory of the step and the process's peak
+    RSS; for the T and batch sweeps, time and XLA memory as multiples of linear growth from the
+    sweep's smallest point (1.0 = linear; below 1 = fixed costs amortise; above 1 = worse than
+    linear). Peak RSS also holds the runtime and the compiler (about 1 GB here), so it is
+    reported but not compared with linear growth."""
     rows = []
     for (model, sweep, remat), group in _series(records).items():
         factor = {"T": "num_steps", "batch": "batch", "width": "width"}[sweep]
         first = group[0]
         for r in group:
             row = {"model": model, "sweep": sweep, "remat": remat, "value": r[factor],
-                   "step_s": _step_s(r), "peak_rss_gb": r["peak_rss_mb"] / 1024,
+                   "step_s": _step_s(r), "xla_gb": _xla_gb(r),
+                   "peak_rss_gb": r["peak_rss_mb"] / 1024,
                    "compile_s": r.get("compile_s"), "time_vs_linear": None,
                    "memory_vs_linear": None}
             if sweep in ("T", "batch"):
                 k = r[factor] / first[factor]
                 row["time_vs_linear"] = _step_s(r) / (k * _step_s(first))
-                row["memory_vs_linear"] = r["peak_rss_mb"] / (k * first["peak_rss_mb"])
+                if row["xla_gb"] is not None and _xla_gb(first):
+                    row["memory_vs_linear"] = row["xla_gb"] / (k * _xla_gb(first))
             rows.append(row)
     return rows
 
@@ -106,14 +120,15 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     def fmt(v, spec):
         return "-" if v is None else format(v, spec)
 
-    out = ["| model | sweep | remat | value | step s | peak RSS GB | time / linear "
-           "| memory / linear | compile s |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| model | sweep | remat | value | step s | time / linear | XLA memory GB "
+           "| memory / linear | peak RSS GB | compile s |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(
             f"| {r['model']} | {r['sweep']} | {'yes' if r['remat'] else 'no'} | {r['value']:g} "
-            f"| {r['step_s']:.3f} | {r['peak_rss_gb']:.2f} | {fmt(r['time_vs_linear'], '.2f')} "
-            f"| {fmt(r['memory_vs_linear'], '.2f')} | {fmt(r['compile_s'], '.0f')} |")
+            f"| {r['step_s']:.3f} | {fmt(r['time_vs_linear'], '.2f')} "
+            f"| {fmt(r['xla_gb'], '.3f')} | {fmt(r['memory_vs_linear'], '.2f')} "
+            f"| {r['peak_rss_gb']:.2f} | {fmt(r['compile_s'], '.0f')} |")
     return "\n".join(out) + "\n"
 
 
@@ -133,14 +148,16 @@ def plot(records: list[dict[str, Any]], path: str) -> None:
                 continue
             xs = [r[factor] for r in group]
             label = f"{model}{' remat' if remat else ''}"
-            for row, ys in ((0, [_step_s(r) for r in group]),
-                            (1, [r["peak_rss_mb"] / 1024 for r in group])):
+            mem = [_xla_gb(r) for r in group]
+            if any(m is None for m in mem):  # older records: peak RSS instead
+                mem = [r["peak_rss_mb"] / 1024 for r in group]
+            for row, ys in ((0, [_step_s(r) for r in group]), (1, mem)):
                 ax = axes[row, col]
                 (line,) = ax.plot(xs, ys, "o-", label=label)
                 if sweep in ("T", "batch"):
                     ax.plot(xs, [ys[0] * x / xs[0] for x in xs], "--", color=line.get_color(),
                             alpha=0.4)
-        for row, what in ((0, "step time (s)"), (1, "peak RSS (GB)")):
+        for row, what in ((0, "step time (s)"), (1, "XLA memory of the step (GB)")):
             ax = axes[row, col]
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")

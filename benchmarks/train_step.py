@@ -183,6 +183,12 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
         from tks_jax.training import host_memory
 
         heap_trim = host_memory.release_freed_memory()
+    # XLA's own account of the step's memory: arguments, outputs and temporaries (exact, and
+    # free of the runtime's and compiler's share that peak RSS includes).
+    mem = compiled.memory_analysis()
+    xla_mb = None if mem is None else {
+        k: round(getattr(mem, f"{k}_size_in_bytes", 0) / 2**20, 1)
+        for k in ("argument", "output", "temp", "alias")}
     cost = compiled.cost_analysis()
     if isinstance(cost, list):
         cost = cost[0] if cost else {}
@@ -223,6 +229,7 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
         **arch.step_rates(batch, times, cpus, model_flops),
         "xla_gflop_per_step": xla_flops / 1e9,
         "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "xla_memory_mb": xla_mb,
         "peak_device_mb": None if peak_device is None else round(peak_device / 2**20, 1),
         "backend": jax.default_backend(),
         "device_kind": device.device_kind,
