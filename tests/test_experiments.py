@@ -236,6 +236,47 @@ def test_cli_errors(tmp_path, capsys):
     assert len(lines) == 12 and lines[0].startswith("nmnist_synth_baseline_T1_s0")
 
 
+def test_overrides_parse_and_apply():
+    assert ablation.parse_overrides(["model.dtype=bfloat16", "num_epochs=3", "model.remat=true",
+                                     "data.image_shape=[16, 16, 2]"]) == {
+        "model.dtype": "bfloat16", "num_epochs": 3, "model.remat": True,
+        "data.image_shape": [16, 16, 2]}
+    with pytest.raises(ValueError, match="not KEY=VALUE"):
+        ablation.parse_overrides(["model.dtype"])
+    spec = ablation.RunSpec("nmnist_synth", "tks", 1, 10)
+    plain = ablation.make_config(spec, "smoke")
+    c = ablation.apply_overrides(ablation.make_config(spec, "smoke"),
+                                 {"model.dtype": "bfloat16", "num_epochs": 3})
+    assert c.model.dtype == "bfloat16" and c.num_epochs == 3
+    # Nothing else changed: the loss, seed and T of the plan included.
+    changed = {k for k, v in _flat(c.to_dict()).items() if _flat(plain.to_dict())[k] != v}
+    assert changed == {"model.dtype", "num_epochs"}
+    for bad, message in [({"model.no_such_key": 1}, "has no 'model.no_such_key'"),
+                         ({"nope.dtype": 1}, "has no 'nope'"),
+                         ({"seed": 3}, "set per run by the study's plan"),
+                         ({"loss.name": "tet"}, "set per run by the study's plan"),
+                         ({"num_epochs": "many"}, r"num_epochs='many'")]:
+        with pytest.raises(ValueError, match=message):
+            ablation.apply_overrides(ablation.make_config(spec, "smoke"), bad)
+
+
+def test_study_refuses_other_overrides_and_bad_ones(tmp_path, fake_study_writer, monkeypatch,
+                                                    capsys):
+    out = str(tmp_path)
+    fake_study_writer(out)  # a study without overrides
+    monkeypatch.setattr(runner, "_run_in_worker", lambda a: pytest.fail("trained"))
+    before = open(os.path.join(out, runner.STUDY_JSON)).read()
+    with pytest.raises(ValueError, match=r"config overrides \{\}, not \{'model.dtype'"):
+        runner.run_study(out, budget="smoke", studies=["sweep"], seeds=[0], sweep_steps=[3],
+                         overrides={"model.dtype": "bfloat16"}, log=lambda _: None)
+    # A bad key is refused on the command line before anything is written.
+    assert ablation.main(["--out", str(tmp_path / "new"), "--budget", "smoke", "--studies",
+                          "sweep", "--set", "model.dtyp=bfloat16"]) == 2
+    assert "has no 'model.dtyp'" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "new")
+    assert open(os.path.join(out, runner.STUDY_JSON)).read() == before
+
+
 # ------------------------------------------------------------------------------------------
 # End to end: two tiny runs on synthetic event data.
 # ------------------------------------------------------------------------------------------
@@ -302,6 +343,20 @@ def test_run_study_end_to_end(tmp_path, monkeypatch):
     # The results folder without its training directories aggregates to the same numbers.
     shutil.rmtree(os.path.join(out, records.RUNS_DIR))
     assert aggregate.aggregate(out, log=lambda _: None)["groups"] == results["groups"]
+
+
+@pytest.mark.slow
+def test_study_with_an_override_records_it(tmp_path, monkeypatch):
+    _use_synthetic_data(monkeypatch, examples=16, epochs=1)
+    out = str(tmp_path / "study")
+    results = ablation.run_study(out, budget="smoke", studies=["sweep"], seeds=[0],
+                                 losses=["tks"], sweep_steps=[2], feature_examples=8,
+                                 overrides={"model.dtype": "bfloat16"}, log=lambda _: None)
+    (run,) = results["runs"].values()
+    assert run["provenance"]["arithmetic"]["dtype"] == "bfloat16"
+    assert run["config"]["model"]["dtype"] == "bfloat16"
+    assert json.load(open(os.path.join(out, runner.STUDY_JSON)))["overrides"] == {
+        "model.dtype": "bfloat16"}
 
 
 @pytest.mark.slow
@@ -404,6 +459,26 @@ def test_study_refuses_to_add_runs_of_other_code(tmp_path, fake_study_writer, mo
         runner.run_study(out, budget="smoke", studies=["sweep"], seeds=[0], sweep_steps=[3],
                          log=lambda _: None)
     assert trained == []
+
+
+def test_finished_runs_join_a_study_planned_later(tmp_path, fake_study_writer, monkeypatch):
+    """The sweep's T = 10 runs are the main study's seed-0 runs: planned after they trained,
+    the sweep counts them without training them again."""
+    out = str(tmp_path)
+    fake_study_writer(out)  # T = 10 seed-0 runs recorded under "main" only
+    monkeypatch.setattr(runner, "_run_in_worker", lambda a: pytest.fail(f"trained {a[0].name}"))
+    kwargs = dict(budget="smoke", studies=["sweep"], seeds=[0], sweep_steps=[1, 2, 10],
+                  log=lambda _: None)
+    results = runner.run_study(out, **kwargs)
+    assert results["sweep"] == {"baseline": {"1": 0.5, "2": 0.7, "10": 0.80},
+                                "tks": {"1": 0.6, "2": 0.69, "10": 0.78}}
+    recs = records.read_records(out)
+    for loss in ("baseline", "tks"):
+        assert recs[f"nmnist_synth_{loss}_T10_s0"]["studies"] == ["main", "sweep"]
+    assert recs["nmnist_synth_tks_T10_s1"]["studies"] == ["main"]  # not planned by the sweep
+    lines = open(records.runs_path(out)).read().splitlines()
+    runner.run_study(out, **kwargs)  # nothing left to tag: runs.jsonl unchanged
+    assert open(records.runs_path(out)).read().splitlines() == lines
 
 
 def test_records_reject_a_broken_line(tmp_path, fake_study_writer):

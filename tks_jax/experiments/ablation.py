@@ -53,7 +53,9 @@ from tks_jax.experiments.plan import (
     SWEEP_LOSSES,
     SWEEP_STEPS,
     RunSpec,
+    apply_overrides,
     make_config,
+    parse_overrides,
     plan_runs,
 )
 from tks_jax.experiments.records import FEATURES_NPZ, RUN_JSON, RUNS_JSONL, read_records
@@ -62,13 +64,12 @@ from tks_jax.experiments.summary import format_summary, format_table
 
 __all__ = [
     "BUDGETS", "CLAIMS_MD", "DEFAULT_FEATURE_EXAMPLES", "DEFAULT_T", "FEATURES_NPZ", "LOSSES",
-    "PAIRED_SEEDS", "RESULTS_JSON", "RUNS_JSONL", "RUN_JSON", "SEEDS", "STUDIES", "STUDY_JSON",
-    "SUMMARY_MD",
-    "SWEEP_LOSSES", "SWEEP_STEPS", "TABLE_MD", "RunSpec", "aggregate", "build_parser",
-    "evaluate_claims", "extract_features", "format_claims", "format_summary", "format_table",
-    "load_results", "machine_description", "main", "make_config", "mean_std",
-    "penultimate_features", "plan_runs", "read_records", "run_one", "run_study", "silhouette",
-    "tsne_embedding",
+    "PAIRED_SEEDS", "RESULTS_JSON", "RUNS_JSONL", "RUN_JSON", "RunSpec", "SEEDS", "STUDIES",
+    "STUDY_JSON", "SUMMARY_MD", "SWEEP_LOSSES", "SWEEP_STEPS", "TABLE_MD", "aggregate",
+    "apply_overrides", "build_parser", "evaluate_claims", "extract_features", "format_claims",
+    "format_summary", "format_table", "load_results", "machine_description", "main",
+    "make_config", "mean_std", "parse_overrides", "penultimate_features", "plan_runs",
+    "read_records", "run_one", "run_study", "silhouette", "tsne_embedding",
 ]
 
 
@@ -108,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only redraw the table, claims and figures from runs.jsonl")
     p.add_argument("--allow-mixed-commits", action="store_true",
                    help="aggregate (or add to) runs recorded from different code versions")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config key set for every run, e.g. --set model.dtype=bfloat16 "
+                        "(repeatable; a results folder holds one set)")
     p.add_argument("--dry-run", action="store_true", help="print the planned runs and exit")
     return p
 
@@ -131,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   losses=args.losses, sweep_steps=args.sweep_steps,
                   paired_seeds=args.paired_seeds, jobs=args.jobs,
                   feature_examples=args.feature_examples,
-                  allow_mixed_commits=args.allow_mixed_commits, log=_print)
+                  allow_mixed_commits=args.allow_mixed_commits,
+                  overrides=parse_overrides(args.overrides), log=_print)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

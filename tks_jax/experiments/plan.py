@@ -20,7 +20,8 @@ seeds are the same for every loss.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 LOSSES = ("baseline", "ls", "tet", "tks")
@@ -142,4 +143,54 @@ def make_config(spec: RunSpec, budget: str):
     config.loss.name = spec.loss
     config.seed = spec.seed
     config.num_steps = spec.num_steps
+    return config
+
+
+# Set by the plan for each run; an override may not change them.
+PLAN_KEYS = ("loss.name", "seed", "num_steps")
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["model.dtype=bfloat16", "num_epochs=3"]`` -> ``{"model.dtype": "bfloat16",
+    "num_epochs": 3}``: values are read as JSON where they parse (numbers, booleans, lists),
+    as strings otherwise."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"Override {item!r} is not KEY=VALUE (e.g. model.dtype=bfloat16).")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    return out
+
+
+def apply_overrides(config, overrides: Mapping[str, Any]):
+    """Sets each dotted key of ``overrides`` in ``config`` (in place; returned). Every run of a
+    study gets the same overrides, so the runs still differ only in loss, seed and T.
+
+    Raises:
+      ValueError: a key the config lacks, a value of the wrong type, or a key the plan sets
+        per run (``PLAN_KEYS``).
+    """
+    for key, value in overrides.items():
+        if key in PLAN_KEYS:
+            raise ValueError(f"{key} is set per run by the study's plan; choose it with "
+                             "--losses, --seeds or --sweep-steps instead of an override.")
+        *parents, leaf = key.split(".")
+        node = config
+        for i, part in enumerate(parents):
+            if part not in node:
+                raise ValueError(f"Override {key}: the config has no "
+                                 f"{'.'.join(parents[:i + 1])!r}.")
+            node = node[part]
+        if leaf not in node:
+            raise ValueError(f"Override {key}: the config has no {key!r} (see "
+                             "configs/ablation.py and configs/common.py for its keys).")
+        try:
+            node[leaf] = value
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"Override {key}={value!r}: {e}") from None
     return config

@@ -23,7 +23,8 @@ from tks_jax.experiments import features, plan, records
 STUDY_JSON = "study.json"
 
 
-def run_one(spec: plan.RunSpec, out_dir: str, budget: str, *, feature_examples: int) -> dict:
+def run_one(spec: plan.RunSpec, out_dir: str, budget: str, *, feature_examples: int,
+            overrides: dict[str, Any] | None = None) -> dict:
     """Trains, evaluates and extracts features of one run unless its ``run.json`` exists.
 
     Args:
@@ -31,6 +32,7 @@ def run_one(spec: plan.RunSpec, out_dir: str, budget: str, *, feature_examples: 
       out_dir: the results folder; the run trains in ``<out_dir>/runs/<name>/``.
       budget: ``configs/ablation.py`` budget.
       feature_examples: test examples whose penultimate features are kept.
+      overrides: config keys set for every run of the study (``plan.apply_overrides``).
 
     Returns:
       The run record (one line of ``runs.jsonl``, see ``records``), also written to the
@@ -43,7 +45,7 @@ def run_one(spec: plan.RunSpec, out_dir: str, budget: str, *, feature_examples: 
             return json.load(f)
     from tks_jax import train_lib
 
-    config = plan.make_config(spec, budget)
+    config = plan.apply_overrides(plan.make_config(spec, budget), overrides or {})
     t0, c0 = time.time(), time.process_time()
     result = train_lib.train_and_evaluate(config, workdir)
     if result["preempted"]:
@@ -87,14 +89,17 @@ def anytime_record(section: dict | None) -> dict | None:
 
 
 def _run_in_worker(args: tuple) -> dict:
-    spec, out_dir, budget, feature_examples = args
-    return run_one(spec, out_dir, budget, feature_examples=feature_examples)
+    spec, out_dir, budget, feature_examples, overrides = args
+    return run_one(spec, out_dir, budget, feature_examples=feature_examples,
+                   overrides=overrides)
 
 
-def _check_study_dir(out_dir: str, budget: str) -> dict:
+def _check_study_dir(out_dir: str, budget: str, overrides: dict[str, Any]) -> dict:
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, STUDY_JSON)
     study = {"budget": budget, "sessions": []}
+    if overrides:
+        study["overrides"] = overrides
     if os.path.exists(path):
         with open(path) as f:
             study = json.load(f)
@@ -102,6 +107,11 @@ def _check_study_dir(out_dir: str, budget: str) -> dict:
             raise ValueError(
                 f"{out_dir} holds a study with budget {study.get('budget')!r}, not {budget!r}; "
                 "runs of different budgets must not be mixed: use another --out."
+            )
+        if study.get("overrides", {}) != overrides:
+            raise ValueError(
+                f"{out_dir} holds a study with config overrides {study.get('overrides', {})}, "
+                f"not {overrides}; one results folder holds one variant: use another --out."
             )
     return study
 
@@ -121,13 +131,32 @@ def _check_same_code(out_dir: str, done: dict[str, dict], allow_mixed_commits: b
         )
 
 
+def _tag_planned_studies(out_dir: str, specs: Sequence[plan.RunSpec],
+                         done: dict[str, dict]) -> dict[str, dict]:
+    """Adds to finished runs the studies that now plan them too (e.g. the same-T sweep planned
+    after ``main`` trained its T = 10 runs), so that aggregation counts them there; the updated
+    records are appended to ``runs.jsonl`` (a later line of a name wins). Returns ``done``
+    updated."""
+    updated = []
+    for spec in specs:
+        rec = done.get(spec.name)
+        if rec is None or set(spec.studies) <= set(rec["studies"]):
+            continue
+        merged = set(rec["studies"]) | set(spec.studies)
+        rec = {**rec, "studies": [s for s in plan.STUDIES if s in merged]}
+        done[spec.name] = rec
+        updated.append(rec)
+    records.append_records(out_dir, updated)
+    return done
+
+
 def run_study(
     out_dir: str, *, budget: str = "full", studies: Sequence[str] = plan.STUDIES,
     seeds: Sequence[int] = plan.SEEDS, losses: Sequence[str] = plan.LOSSES,
     sweep_steps: Sequence[int] = plan.SWEEP_STEPS,
     paired_seeds: Sequence[int] = plan.PAIRED_SEEDS, jobs: int = 1,
     feature_examples: int | None = None, allow_mixed_commits: bool = False,
-    log: Callable[[str], None] = print,
+    overrides: dict[str, Any] | None = None, log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Runs every planned run not finished yet, then ``aggregate.aggregate``.
 
@@ -140,6 +169,8 @@ def run_study(
         default by budget.
       allow_mixed_commits: add runs at the current commit to a folder holding runs of another
         one (otherwise a ``ValueError`` before training).
+      overrides: dotted config keys set for every run (e.g. ``{"model.dtype": "bfloat16"}``),
+        recorded in ``study.json``; a folder holds one set of overrides.
       log: progress lines.
 
     Returns:
@@ -153,18 +184,21 @@ def run_study(
         raise ValueError(f"jobs must be >= 1, got {jobs}.")
     specs = plan.plan_runs(studies, seeds=seeds, losses=losses, sweep_steps=sweep_steps,
                            paired_seeds=paired_seeds)
-    study = _check_study_dir(out_dir, budget)
+    overrides = dict(overrides or {})
+    for spec in specs[:1]:  # a bad key or value fails here, before anything trains
+        plan.apply_overrides(plan.make_config(spec, budget), overrides)
+    study = _check_study_dir(out_dir, budget, overrides)
     n_feat = feature_examples or plan.DEFAULT_FEATURE_EXAMPLES[budget]
     start = time.time()
     recovered = records.recover_finished(out_dir, [s.name for s in specs])
     if recovered:
         log(f"Recorded {len(recovered)} finished runs missing from {records.RUNS_JSONL}.")
-    done = records.read_records(out_dir)
+    done = _tag_planned_studies(out_dir, specs, records.read_records(out_dir))
     todo = [s for s in specs if s.name not in done]
     if todo:
         _check_same_code(out_dir, done, allow_mixed_commits)
     log(f"{len(specs)} runs planned, {len(specs) - len(todo)} already finished; budget {budget}.")
-    args = [(s, out_dir, budget, n_feat) for s in todo]
+    args = [(s, out_dir, budget, n_feat, overrides) for s in todo]
     # A failed run does not stop the others: it is reported, the finished runs are aggregated,
     # and the study ends with an error naming the failures (re-running retries only them).
     failed: list[tuple[str, str]] = []
