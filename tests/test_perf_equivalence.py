@@ -478,6 +478,43 @@ def test_winograd_conv_and_gradients_match_lax(monkeypatch, n, h, w, chunk_bytes
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-4)
 
 
+def test_winograd_bfloat16_transforms_round_once():
+    # bf16 tiles are the float32 transforms rounded once, not a chain of bf16 additions.
+    rng = np.random.default_rng(24)
+    x = jnp.asarray(rng.normal(size=(2, 6, 6, 4)), jnp.bfloat16)
+    w = jnp.asarray(rng.normal(size=(3, 3, 4, 5)), jnp.bfloat16)
+    g = jnp.asarray(rng.normal(size=(2, 6, 6, 5)), jnp.bfloat16)
+    for fn, arg in ((lambda a: winograd.input_tiles(a)[0], x), (winograd.weight_tiles, w),
+                    (winograd.grad_tiles, g)):
+        low, high = fn(arg), fn(arg.astype(jnp.float32))
+        for a, b in zip(low, high, strict=True):
+            assert a.dtype == jnp.bfloat16
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b.astype(jnp.bfloat16)))
+
+
+def test_winograd_bfloat16_error_is_a_few_roundings():
+    # Against the exact (float64) convolution of the same bf16 operands: the direct bf16
+    # convolution rounds only its output (~u/2.4 relative, u = 2^-8); Winograd also rounds
+    # the transformed tiles. Bounded by 1.4 u: a few roundings, not an accumulation over
+    # channels (the GEMMs accumulate in float32).
+    u = 2.0**-8
+    rng = np.random.default_rng(25)
+    for x in (rng.normal(size=(4, 8, 8, 32)), (rng.random((4, 8, 8, 32)) < 0.2) * 1.0):
+        xb = jnp.asarray(x, jnp.bfloat16)
+        wb = jnp.asarray(rng.normal(size=(3, 3, 32, 32)) / np.sqrt(288), jnp.bfloat16)
+        cot = jnp.asarray(rng.normal(size=(4, 8, 8, 32)), jnp.bfloat16)
+        with jax.enable_x64(True):
+            ref, ref_vjp = jax.vjp(lambda a, b: _lax_conv(a, b, (1, 1), ((1, 1), (1, 1))),
+                                   xb.astype(jnp.float64), wb.astype(jnp.float64))
+            refs = (ref, *ref_vjp(cot.astype(jnp.float64)))
+        out, vjp = jax.vjp(winograd.conv3x3, xb, wb)
+        for a, r in zip((out, *vjp(cot)), refs, strict=True):
+            assert a.dtype == jnp.bfloat16
+            a, r = np.asarray(a, np.float64), np.asarray(r)
+            err = np.linalg.norm(a - r) / np.linalg.norm(r)
+            assert 0.1 * u < err < 1.4 * u, err
+
+
 def test_winograd_rejects_other_kernels():
     with pytest.raises(ValueError, match=r"w \[3, 3, C, O\]"):
         winograd.conv3x3(jnp.zeros((1, 4, 4, 2)), jnp.zeros((5, 5, 2, 3)))
@@ -518,6 +555,20 @@ def test_conv_algorithm_dispatch(algorithm, kernel, stride, cin, expected):
         np.asarray(_lax_conv(x, w, (stride, stride), pad)),
         rtol=1e-5,
     )
+
+
+@pytest.mark.parametrize("dtype,expected", [(jnp.float32, True), (jnp.bfloat16, True),
+                                            (jnp.float16, False)])
+def test_conv_auto_uses_winograd_for_float32_and_bfloat16(dtype, expected):
+    x = jnp.ones((2, 8, 8, 16), dtype)
+    w = jnp.ones((3, 3, 16, 16), dtype)
+    dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+
+    def conv(x, w):
+        return kernels.conv_function("auto")(x, w, (1, 1), ((1, 1), (1, 1)), None, None, dn)
+
+    assert _uses_winograd(conv, x, w) == expected
+    assert conv(x, w).dtype == dtype
 
 
 def test_conv_algorithm_bad_value():

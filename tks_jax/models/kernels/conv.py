@@ -33,8 +33,9 @@ NHWC = ("NHWC", "HWIO", "NHWC")
 WGRAD_CHUNK_BYTES = 8 * 2**20
 
 # How a convolution is computed (the models' option ``conv``):
-# - "auto": on CPU, Winograd F(2x2, 3x3) (``kernels.winograd``) for float32 3x3 stride-1
-#   convolutions with at least ``winograd_min_channels`` input and output channels, XLA's
+# - "auto": on CPU, Winograd F(2x2, 3x3) (``kernels.winograd``) for float32 and bfloat16 3x3
+#   stride-1 convolutions with at least ``winograd_min_channels`` input and output channels
+#   (XLA:CPU's direct bfloat16 convolution is no faster than float32's), XLA's
 #   forward and input gradient with the GEMM weight gradient for the others; on GPU/TPU,
 #   XLA's convolution unchanged (their weight gradients are fast already).
 # - "winograd": Winograd for every 3x3 stride-1 convolution, on any backend and dtype; the
@@ -216,7 +217,8 @@ def conv_general_dilated(
         algorithm == "auto"
         and on_cpu
         and winograd_shape
-        and lhs.dtype == rhs.dtype == jnp.float32
+        and lhs.dtype == rhs.dtype
+        and lhs.dtype in (jnp.float32, jnp.bfloat16)
         and min(rhs.shape[2], rhs.shape[3]) >= winograd_min_channels
     ):
         return winograd.conv3x3(lhs, rhs, chunk_bytes=winograd_chunk_bytes)

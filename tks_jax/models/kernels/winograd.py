@@ -23,6 +23,9 @@ tiles (4x the input) stay small; the only residual kept for the backward pass is
 Exact in real arithmetic; in fp32 the result differs from the direct convolution by rounding
 (relative error ~1e-6, checked in ``tests/test_perf_equivalence.py``). Products accumulate in
 ``promote_types(dtype, float32)``: float32 for float32/bfloat16 operands, float64 for float64.
+In bfloat16 the transformed tiles are rounded to bfloat16 for the GEMMs, so the error is a few
+bfloat16 roundings (relative ~4e-3 against float64, about 2.5x the direct bfloat16
+convolution's, which rounds only its output; the same test bounds it).
 """
 
 from __future__ import annotations
@@ -47,6 +50,13 @@ AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)
 CHUNK_BYTES = 16 * 2**20
 
 
+def _widen(x: Array) -> Array:
+    """``x`` in ``promote_types(dtype, float32)``: the tile transforms of a bfloat16
+    convolution add in float32 and round once, to the operand dtype of the GEMMs (adding in
+    bfloat16 would round after every addition)."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def _bt_1d(r0, r1, r2, r3):
     """``B^T d`` along one axis (rows of B^T above)."""
     return (r0 - r2, r1 + r2, r2 - r1, r1 - r3)
@@ -60,12 +70,13 @@ def input_tiles(x: Array) -> tuple[list[Array], tuple[int, int, int]]:
     """
     n, h, w, c = x.shape
     p, q = -(-h // 2), -(-w // 2)
+    dtype, x = x.dtype, _widen(x)
     xp = jnp.pad(x, ((0, 0), (1, 1 + 2 * p - h), (1, 1 + 2 * q - w), (0, 0)))
     rows = _bt_1d(*(xp[:, a : a + 2 * p : 2] for a in range(4)))  # each [n, P, 2Q+2, C]
     tiles = []
     for r in rows:
         tiles.extend(_bt_1d(*(r[:, :, b : b + 2 * q : 2] for b in range(4))))  # [n, P, Q, C]
-    return [t.reshape(n * p * q, c) for t in tiles], (n, p, q)
+    return [t.reshape(n * p * q, c).astype(dtype) for t in tiles], (n, p, q)
 
 
 def output_tiles(m: list[Array], n: int, p: int, q: int, h: int, w: int) -> Array:
@@ -85,6 +96,7 @@ def grad_tiles(g: Array) -> list[Array]:
     """``A dY A^T`` for every 2x2 output-gradient tile: 16 arrays ``[n*P*Q, O]``."""
     n, h, w, o = g.shape
     p, q = -(-h // 2), -(-w // 2)
+    dtype, g = g.dtype, _widen(g)
     g = jnp.pad(g, ((0, 0), (0, 2 * p - h), (0, 2 * q - w), (0, 0))).reshape(n, p, 2, q, 2, o)
     g0, g1 = g[:, :, 0], g[:, :, 1]  # [n, P, Q, 2, O]
     rows = (g0, g0 + g1, g0 - g1, -g1)
@@ -92,7 +104,7 @@ def grad_tiles(g: Array) -> list[Array]:
     for r in rows:
         c0, c1 = r[:, :, :, 0], r[:, :, :, 1]
         tiles.extend((c0, c0 + c1, c0 - c1, -c1))
-    return [t.reshape(n * p * q, o) for t in tiles]
+    return [t.reshape(n * p * q, o).astype(dtype) for t in tiles]
 
 
 def _g_1d(w0, w1, w2):
@@ -108,10 +120,11 @@ def _gt_1d(d0, d1, d2, d3):
 def weight_tiles(w: Array) -> list[Array]:
     """``U = G w G^T``: 16 arrays ``[Cin, Cout]`` (additions; an einsum with G runs
     slower on XLA:CPU)."""
+    dtype, w = w.dtype, _widen(w)
     tiles = []
     for r in _g_1d(w[0], w[1], w[2]):  # each [3, Cin, Cout]
         tiles.extend(_g_1d(r[0], r[1], r[2]))
-    return tiles
+    return [t.astype(dtype) for t in tiles]
 
 
 def weight_from_tiles(du: list[Array]) -> Array:
