@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from tks_jax.experiments import ablation, aggregate, figures, plan, records, runner
+from tks_jax.experiments import ablation, aggregate, figures, plan, records, runner, variants
 
 # ------------------------------------------------------------------------------------------
 # Plan and configs.
@@ -348,15 +348,33 @@ def test_run_study_end_to_end(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_study_with_an_override_records_it(tmp_path, monkeypatch):
     _use_synthetic_data(monkeypatch, examples=16, epochs=1)
+    # A commit lands while the run trains: the run and its report record the code it started
+    # with; the study's session (written after) the new one.
+    from tks_jax import provenance, train_lib
+
+    head = {"commit": "a" * 40, "dirty": False}
+    monkeypatch.setattr(provenance, "git_info", lambda root=None: dict(head))
+    train = train_lib.train_and_evaluate
+
+    def train_then_commit(*args, **kwargs):
+        result = train(*args, **kwargs)
+        head["commit"] = "b" * 40
+        return result
+
+    monkeypatch.setattr(train_lib, "train_and_evaluate", train_then_commit)
     out = str(tmp_path / "study")
     results = ablation.run_study(out, budget="smoke", studies=["sweep"], seeds=[0],
                                  losses=["tks"], sweep_steps=[2], feature_examples=8,
                                  overrides={"model.dtype": "bfloat16"}, log=lambda _: None)
-    (run,) = results["runs"].values()
+    (name, run), = results["runs"].items()
     assert run["provenance"]["arithmetic"]["dtype"] == "bfloat16"
     assert run["config"]["model"]["dtype"] == "bfloat16"
-    assert json.load(open(os.path.join(out, runner.STUDY_JSON)))["overrides"] == {
-        "model.dtype": "bfloat16"}
+    study = json.load(open(os.path.join(out, runner.STUDY_JSON)))
+    assert study["overrides"] == {"model.dtype": "bfloat16"}
+    assert run["provenance"]["git"]["commit"] == "a" * 40
+    report = json.load(open(os.path.join(out, "runs", name, "report", "report.json")))
+    assert report["provenance"]["git"]["commit"] == "a" * 40
+    assert study["sessions"][-1]["code_version"] == "b" * 40
 
 
 @pytest.mark.slow
@@ -479,6 +497,51 @@ def test_finished_runs_join_a_study_planned_later(tmp_path, fake_study_writer, m
     lines = open(records.runs_path(out)).read().splitlines()
     runner.run_study(out, **kwargs)  # nothing left to tag: runs.jsonl unchanged
     assert open(records.runs_path(out)).read().splitlines() == lines
+
+
+def test_variants_compare_paired_seeds(tmp_path, fake_study_writer, capsys):
+    ref, var = str(tmp_path / "ref"), str(tmp_path / "var")
+    fake_study_writer(ref)
+    os.makedirs(var)
+    # The variant: top-1 +1 point on every mnist run of seeds 0 and 1 (seed 2 not run), the
+    # same numbers on nmnist_synth.
+    lines = []
+    for name, rec in records.read_records(ref).items():
+        if rec["seed"] == 2 and rec["setting"] == "mnist":
+            continue
+        if rec["setting"] == "mnist":
+            rec = {**rec, "metrics": {**rec["metrics"], "top1": rec["metrics"]["top1"] + 0.01}}
+        lines.append(rec)
+    records.append_records(var, lines)
+    with open(os.path.join(var, runner.STUDY_JSON), "w") as f:
+        json.dump({"budget": "smoke", "sessions": [], "overrides": {"model.dtype": "bfloat16"}},
+                  f)
+    rows = variants.compare(ref, var)
+    by = {(r["setting"], r["loss"], r["metric"]): r for r in rows}
+    up = by[("mnist", "tks", "top1")]
+    assert up["seeds"] == [0, 1]
+    assert up["mean"] == pytest.approx(1.0) and up["verdict"] == "higher"
+    assert up["reference"] == pytest.approx([96.0, 95.0])  # FAKE_TOP1 of seeds 0 and 1
+    assert up["reference_std"] == pytest.approx(np.std([96.0, 95.0], ddof=1))
+    same = by[("nmnist_synth", "tks", "top1")]
+    assert same["seeds"] == [0, 1, 2] and same["mean"] == 0 and same["verdict"] == "not separable"
+    assert by[("mnist", "tks", "aurc_logit")]["mean"] == 0  # only top-1 was changed
+    # Sweep runs have one seed: no interval, no row.
+    assert not any(r["num_steps"] in (1, 2) for r in rows)
+    assert variants.main([ref, var, "--out", str(tmp_path / "t.md")]) == 0
+    out = capsys.readouterr().out
+    assert "(model.dtype=bfloat16)" in out and "(no overrides)" in out
+    assert "| mnist (T=4) | tks | top1 (%) | 2 | 95.50 ± 0.71 | 96.50 | +1.00 |" in out
+    assert open(tmp_path / "t.md").read() == out
+    # Nothing to pair (the sweep has one seed per T), or no runs at all: clear errors, exit 2.
+    sweep_only = str(tmp_path / "sweep_only")
+    os.makedirs(sweep_only)
+    records.append_records(sweep_only, [r for r in records.read_records(ref).values()
+                                        if r["studies"] == ["sweep"]])
+    with pytest.raises(ValueError, match="pairs with one of"):
+        variants.compare(ref, sweep_only)
+    assert variants.main([ref, str(tmp_path / "missing")]) == 2
+    assert "holds no runs" in capsys.readouterr().err
 
 
 def test_records_reject_a_broken_line(tmp_path, fake_study_writer):

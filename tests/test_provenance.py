@@ -112,6 +112,17 @@ def test_collect_stores_the_resolved_config():
         provenance.collect(["seed", 3])
 
 
+def test_collect_records_the_code_it_is_given(monkeypatch):
+    # A run passes the git state it started with; collect must not ask git again.
+    monkeypatch.setattr(provenance, "git_info", lambda root=None: pytest.fail("asked git"))
+    started = {"commit": "c" * 40, "dirty": True}
+    assert provenance.collect({"seed": 1}, git=started)["git"] == started
+    from tks_jax import report
+
+    assert report.build_report({"top1": 0.5}, {"seed": 1}, git=started)["provenance"]["git"] == (
+        started)
+
+
 def test_code_version_labels():
     c = "a" * 40
     assert provenance.code_version({"git": {"commit": c, "dirty": False}}) == c

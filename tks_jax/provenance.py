@@ -138,12 +138,14 @@ def arithmetic_options(config: Any) -> dict[str, Any]:
     return {k: model.get(k) for k in ARITHMETIC_OPTIONS}
 
 
-def collect(config: Any = None) -> dict[str, Any]:
+def collect(config: Any = None, *, git: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Provenance of a result computed now with ``config``.
 
     Args:
       config: the resolved run config (``ml_collections.ConfigDict`` or a mapping); None for
         results without a config.
+      git: ``git_info()`` taken when the computation started (a training run records the code
+        it started with, not a commit made while it trained); None: taken now.
 
     Returns:
       A JSON-serialisable dict: ``git`` (``commit``, ``dirty``), ``versions`` (jax, jaxlib,
@@ -151,7 +153,8 @@ def collect(config: Any = None) -> dict[str, Any]:
       ``config`` (the whole resolved config as a dict).
     """
     cfg = _to_dict(config)
-    return {"git": git_info(), "versions": library_versions(), "machine": machine_info(),
+    git = dict(git) if git is not None else git_info()
+    return {"git": git, "versions": library_versions(), "machine": machine_info(),
             "arithmetic": arithmetic_options(cfg), "config": cfg}
 
 

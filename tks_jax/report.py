@@ -25,7 +25,7 @@ PLOT_ANYTIME = "anytime_accuracy_vs_steps.png"
 
 def build_report(
     metrics: Mapping[str, Any], config: Mapping[str, Any] | None = None, *, step: int | None = None,
-    train: Mapping[str, float] | None = None,
+    train: Mapping[str, float] | None = None, git: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assembles the report dict.
 
@@ -35,6 +35,7 @@ def build_report(
         copied into the report).
       step: the checkpoint step evaluated.
       train: last logged training scalars.
+      git: the code's ``provenance.git_info()`` when the run started (None: taken now).
 
     Returns:
       ``{'run': {...}, 'metrics': {...}, 'provenance': {...}}`` (JSON-able); ``provenance``
@@ -58,7 +59,7 @@ def build_report(
     if config is not None:
         from tks_jax import provenance
 
-        out["provenance"] = provenance.collect(config)
+        out["provenance"] = provenance.collect(config, git=git)
     return out
 
 

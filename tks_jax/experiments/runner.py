@@ -46,6 +46,7 @@ def run_one(spec: plan.RunSpec, out_dir: str, budget: str, *, feature_examples: 
     from tks_jax import train_lib
 
     config = plan.apply_overrides(plan.make_config(spec, budget), overrides or {})
+    code = provenance.git_info()  # the code the run starts with (a commit may land meanwhile)
     t0, c0 = time.time(), time.process_time()
     result = train_lib.train_and_evaluate(config, workdir)
     if result["preempted"]:
@@ -64,7 +65,7 @@ def run_one(spec: plan.RunSpec, out_dir: str, budget: str, *, feature_examples: 
         "metrics": metrics, "silhouette": sil if np.isfinite(sil) else None,
         "feature_examples": int(len(data["labels"])),
         "anytime": anytime_record(report.get("anytime")),
-        "provenance": provenance.collect(config),
+        "provenance": provenance.collect(config, git=code),
     }
     json_utils.write_json(path, record, sort_keys=True)
     return record

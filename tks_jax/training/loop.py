@@ -20,6 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from tks_jax import provenance
 from tks_jax.training import (
     build,
     checkpointing,
@@ -93,6 +94,9 @@ class _Trainer:
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str, model, hooks):
         self.config, self.workdir, self.hooks = config, workdir, tuple(hooks)
+        # The code this run trains with, recorded in its report even if a commit lands while
+        # it trains.
+        self.code = provenance.git_info()
         self.nproc, self.is_main = jax.process_count(), jax.process_index() == 0
         self.ckpt_dir = os.path.join(workdir, workdir_lib.CHECKPOINT_DIR)
         self.state_bytes = 0
@@ -328,7 +332,8 @@ class _Trainer:
         if self.is_main:
             from tks_jax import report
 
-            rep = report.build_report(m, self.config, step=step, train=last_train)
+            rep = report.build_report(m, self.config, step=step, train=last_train,
+                                      git=self.code)
             report.write_report(rep, report_dir)
             if self.config.get("anytime"):  # from the checkpoint just saved (one host)
                 from tks_jax import anytime_eval
