@@ -158,7 +158,7 @@ def aggregate(out_dir: str, *, allow_mixed_commits: bool = False,
       ``groups`` (per setting and loss, mean/std/n over seeds), ``sweep``
       (``{loss: {T: top1}}``), ``claims``, ``paired`` (per setting, ``paired.paired_differences``
       rows of TKS against each other loss), ``tsne`` (paths), ``total_run_wall_s``,
-      ``total_run_cpu_s``.
+      ``total_run_cpu_s``; ``overrides`` when the study set config keys (``--set``).
     """
     from tks_jax.experiments import figures, runner, summary
 
@@ -191,6 +191,8 @@ def aggregate(out_dir: str, *, allow_mixed_commits: bool = False,
         "paired": paired_rows,
         "tsne": _tsne_files(out_dir, runs, log),
     }
+    if study.get("overrides"):
+        results["overrides"] = study["overrides"]
     json_utils.write_json(os.path.join(out_dir, RESULTS_JSON), results)
     with open(os.path.join(out_dir, TABLE_MD), "w") as f:
         f.write(summary.format_table(groups))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from tks_jax.experiments import claims, paired, plan
@@ -56,13 +57,29 @@ def _code_line(versions: dict[str, list[str]]) -> str:
     return line + "."
 
 
+def _plan_flags(sessions: list[dict]) -> str:
+    """``--studies/--seeds/--losses`` of the command, where the sessions together ran less than
+    the default plan ("" for the full plan)."""
+    flags = ""
+    for key, default in (("studies", plan.STUDIES), ("seeds", plan.SEEDS),
+                         ("losses", plan.LOSSES)):
+        used = {v for s in sessions for v in s.get(key, default)}
+        if sessions and used != set(default):
+            flags += f" --{key} " + ",".join(str(v) for v in default if v in used)
+    return flags
+
+
 def format_summary(results: dict, out_dir: str) -> str:
     """``README.md`` of a results folder: command, machine and time, table, claims, figures."""
     sessions = results.get("sessions") or []
     cmd = (f"python -m tks_jax.experiments.ablation --out {os.path.normpath(out_dir)} "
            f"--budget {results.get('budget')}")
-    if sessions and sessions[-1].get("jobs", 1) > 1:
-        cmd += f" --jobs {sessions[-1]['jobs']}"
+    cmd += _plan_flags(sessions)
+    for key, value in sorted((results.get("overrides") or {}).items()):
+        cmd += f" --set {key}={value if isinstance(value, str) else json.dumps(value)}"
+    trained = [s for s in sessions if s.get("runs_trained")] or sessions
+    if trained and trained[-1].get("jobs", 1) > 1:
+        cmd += f" --jobs {trained[-1]['jobs']}"
     lines = [f"# Ablation study: budget `{results.get('budget')}`", "", "Command:", "",
              f"    {cmd}", ""]
     for s in sessions:
