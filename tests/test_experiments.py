@@ -552,7 +552,8 @@ def test_records_reject_a_broken_line(tmp_path, fake_study_writer):
         records.read_records(str(tmp_path))
 
 
-@pytest.mark.parametrize("study", ["ablation", "ablation_quick"])
+@pytest.mark.parametrize("study", ["ablation", "ablation_quick", "bf16/float32",
+                                   "bf16/bfloat16"])
 def test_committed_results_regenerate(study, tmp_path, repo_root):
     """``--aggregate-only`` on the committed runs.jsonl gives the committed tables, and every
     row of the README's results table is in the regenerated table."""
@@ -576,3 +577,12 @@ def test_committed_results_regenerate(study, tmp_path, repo_root):
         assert len(rows) == len(table.strip().splitlines()) - 2  # every data row of the table
         for row in rows:
             assert row.replace("**", "") in table, row
+
+
+def test_committed_bf16_comparison_regenerates(tmp_path, repo_root, monkeypatch):
+    """``results/bf16/comparison.md`` is what the variants command prints for the committed
+    float32 and bfloat16 folders."""
+    monkeypatch.chdir(repo_root)
+    out = str(tmp_path / "comparison.md")
+    assert variants.main(["results/bf16/float32", "results/bf16/bfloat16", "--out", out]) == 0
+    assert open(out).read() == open(os.path.join(repo_root, "results/bf16/comparison.md")).read()
