@@ -81,8 +81,9 @@ def forward_primitives(
 def conv_check(model_name: str, backend: str, *, dtype: str = "float32") -> dict[str, Any]:
     """Compares ``conv='auto'`` with ``conv='direct'`` and states what this backend expects.
 
-    Returns a check record: ``ok`` is True when, on CPU, auto computes at least one layer with
-    Winograd (fewer ``conv_general_dilated``), and elsewhere none (the same count).
+    Returns a check record: ``ok`` is True when, on CPU (float32 or bfloat16), auto computes at
+    least one layer with Winograd (fewer ``conv_general_dilated``), and elsewhere none (the
+    same count).
     """
     counts = {
         conv: forward_primitives(model_name, conv, dtype=dtype)[CONV_PRIMITIVE]
@@ -90,7 +91,7 @@ def conv_check(model_name: str, backend: str, *, dtype: str = "float32") -> dict
     }
     winograd_layers = counts["direct"] - counts["auto"]
     on_cpu = backend == "cpu"
-    if on_cpu and dtype == "float32":
+    if on_cpu and dtype in ("float32", "bfloat16"):
         expected = "auto computes the eligible 3x3 layers with Winograd (fewer XLA convs)"
         ok = 0 < winograd_layers < counts["direct"]
     else:
