@@ -506,7 +506,7 @@ def test_variants_compare_paired_seeds(tmp_path, fake_study_writer, capsys):
     # The variant: top-1 +1 point on every mnist run of seeds 0 and 1 (seed 2 not run), the
     # same numbers on nmnist_synth.
     lines = []
-    for name, rec in records.read_records(ref).items():
+    for rec in records.read_records(ref).values():
         if rec["seed"] == 2 and rec["setting"] == "mnist":
             continue
         if rec["setting"] == "mnist":
