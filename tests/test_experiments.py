@@ -260,6 +260,29 @@ def test_overrides_parse_and_apply():
             ablation.apply_overrides(ablation.make_config(spec, "smoke"), bad)
 
 
+def test_summary_command_names_a_partial_plan_and_its_overrides():
+    from tks_jax.experiments import summary
+
+    overrides = {"model.dtype": "bfloat16", "num_epochs": 3, "model.remat": True}
+    partial = {"budget": "full", "overrides": overrides, "sessions": [
+        {"started": "s", "wall_s": 1.0, "runs_trained": 2, "jobs": 2, "machine": "m",
+         "studies": ["main"], "seeds": [0, 1, 2], "losses": ["tks"]},
+        {"started": "s", "wall_s": 1.0, "runs_trained": 0, "jobs": 1, "machine": "m",
+         "studies": ["sweep"], "seeds": [0], "losses": ["tks"]}]}
+    cmd = summary.command(partial, "out")
+    assert cmd == ("python -m tks_jax.experiments.ablation --out out --budget full "
+                   "--studies main,sweep --losses tks --set model.dtype=bfloat16 "
+                   "--set model.remat=true --set num_epochs=3 --jobs 2")
+    # The printed overrides read back as the same values.
+    sets = [part.split(" ", 1)[0] for part in cmd.split("--set ")[1:]]
+    assert ablation.parse_overrides(sets) == overrides
+    full = {"budget": "full", "sessions": [
+        {"started": "s", "wall_s": 1.0, "runs_trained": 74, "jobs": 1, "machine": "m",
+         "studies": list(plan.STUDIES), "seeds": list(plan.SEEDS), "losses": list(plan.LOSSES)}]}
+    assert summary.command(full, "out") == (
+        "python -m tks_jax.experiments.ablation --out out --budget full")
+
+
 def test_study_refuses_other_overrides_and_bad_ones(tmp_path, fake_study_writer, monkeypatch,
                                                     capsys):
     out = str(tmp_path)

@@ -175,6 +175,8 @@ def apply_overrides(config, overrides: Mapping[str, Any]):
       ValueError: a key the config lacks, a value of the wrong type, or a key the plan sets
         per run (``PLAN_KEYS``).
     """
+    # Walked by hand: ConfigDict.update_from_flattened_dict silently adds an unknown leaf to an
+    # unlocked config, and a typo would then train the default.
     for key, value in overrides.items():
         if key in PLAN_KEYS:
             raise ValueError(f"{key} is set per run by the study's plan; choose it with "

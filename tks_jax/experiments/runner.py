@@ -147,7 +147,8 @@ def _tag_planned_studies(out_dir: str, specs: Sequence[plan.RunSpec],
         rec = {**rec, "studies": [s for s in plan.STUDIES if s in merged]}
         done[spec.name] = rec
         updated.append(rec)
-    records.append_records(out_dir, updated)
+    if updated:
+        records.append_records(out_dir, updated)
     return done
 
 
@@ -186,8 +187,8 @@ def run_study(
     specs = plan.plan_runs(studies, seeds=seeds, losses=losses, sweep_steps=sweep_steps,
                            paired_seeds=paired_seeds)
     overrides = dict(overrides or {})
-    for spec in specs[:1]:  # a bad key or value fails here, before anything trains
-        plan.apply_overrides(plan.make_config(spec, budget), overrides)
+    if specs:  # a bad key or value fails here, before anything trains
+        plan.apply_overrides(plan.make_config(specs[0], budget), overrides)
     study = _check_study_dir(out_dir, budget, overrides)
     n_feat = feature_examples or plan.DEFAULT_FEATURE_EXAMPLES[budget]
     start = time.time()

@@ -57,6 +57,12 @@ def _code_line(versions: dict[str, list[str]]) -> str:
     return line + "."
 
 
+def format_override(key: str, value) -> str:
+    """``KEY=VALUE`` as ``--set`` reads it back (``plan.parse_overrides``): strings bare,
+    other values as JSON."""
+    return f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+
+
 def _plan_flags(sessions: list[dict]) -> str:
     """``--studies/--seeds/--losses`` of the command, where the sessions together ran less than
     the default plan ("" for the full plan)."""
@@ -69,19 +75,26 @@ def _plan_flags(sessions: list[dict]) -> str:
     return flags
 
 
-def format_summary(results: dict, out_dir: str) -> str:
-    """``README.md`` of a results folder: command, machine and time, table, claims, figures."""
+def command(results: dict, out_dir: str) -> str:
+    """The command that (re)produces a results folder: its budget, the part of the plan its
+    sessions ran, its ``--set`` overrides and the jobs of its last training session."""
     sessions = results.get("sessions") or []
     cmd = (f"python -m tks_jax.experiments.ablation --out {os.path.normpath(out_dir)} "
            f"--budget {results.get('budget')}")
     cmd += _plan_flags(sessions)
     for key, value in sorted((results.get("overrides") or {}).items()):
-        cmd += f" --set {key}={value if isinstance(value, str) else json.dumps(value)}"
+        cmd += f" --set {format_override(key, value)}"
     trained = [s for s in sessions if s.get("runs_trained")] or sessions
     if trained and trained[-1].get("jobs", 1) > 1:
         cmd += f" --jobs {trained[-1]['jobs']}"
+    return cmd
+
+
+def format_summary(results: dict, out_dir: str) -> str:
+    """``README.md`` of a results folder: command, machine and time, table, claims, figures."""
+    sessions = results.get("sessions") or []
     lines = [f"# Ablation study: budget `{results.get('budget')}`", "", "Command:", "",
-             f"    {cmd}", ""]
+             f"    {command(results, out_dir)}", ""]
     for s in sessions:
         lines.append(f"- {s['started']}: {s['runs_trained']} runs trained in "
                      f"{s['wall_s'] / 60:.1f} min wall-clock with {s['jobs']} job(s) on "

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from tks_jax.experiments import aggregate, paired, records, runner
+from tks_jax.experiments import aggregate, paired, records, runner, summary
 
 # The metrics compared: (key of ``aggregate.run_summary``, display scale, unit).
 METRICS = (
@@ -115,7 +115,7 @@ def format_rows(rows: Sequence[Mapping[str, Any]], reference: str, variant: str)
 
 def _label(out_dir: str) -> str:
     ov = overrides(out_dir)
-    settings = ", ".join(f"{k}={v}" for k, v in sorted(ov.items()))
+    settings = ", ".join(summary.format_override(k, v) for k, v in sorted(ov.items()))
     return f"`{out_dir}`" + (f" ({settings})" if settings else " (no overrides)")
 
 
