@@ -46,6 +46,38 @@ def _kind(name: str) -> str:
     return "other"
 
 
+def _role(origin: str) -> str:
+    """What an op computes, from the JAX origin (``op_name``) of its HLO instruction."""
+    origin = re.sub(r"^jit\([^)]*\)/", "", origin)
+    backward = origin.startswith("transpose(")
+    conv_scopes = ("/conv/", "conv_general_dilated", "weight_grad", "input_grad", "winograd")
+    if any(s in origin for s in conv_scopes):
+        if "weight_grad" in origin:
+            stage = "weight grad"
+        elif "input_grad" in origin or backward:
+            stage = "input grad"
+        else:
+            stage = "forward"
+        if "im2col" in origin:
+            part = "im2col copies"
+        elif "winograd_gemm" in origin or "dot_general" in origin or (
+            "conv_general_dilated" in origin and "winograd" not in origin
+        ):
+            part = "GEMM / XLA conv"
+        elif "winograd" in origin:
+            part = "Winograd tile transforms"
+        else:
+            part = "other"
+        return f"conv {stage}: {part}"
+    if "/norm" in origin or "/bn" in origin:
+        return "normalisation " + ("backward" if backward else "forward")
+    if "/lif" in origin:
+        return "LIF " + ("backward" if backward else "forward")
+    if not origin:
+        return "unattributed"
+    return "other " + ("backward" if backward else "forward")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", default="vgg_snn")
@@ -101,27 +133,13 @@ def main(argv: list[str] | None = None) -> None:
     for name, s in by_op.items():
         by_kind[_kind(name)] += s
     total = sum(by_kind.values())
-    # By what the op computes (from its JAX origin): conv forward / input grad / weight grad,
-    # the im2col copies of the weight gradient, BatchNorm, LIF, the rest.
+    # By what the op computes (from its JAX origin): for the convolutions, which pass (forward,
+    # input grad, weight grad; the kernels name their gradients with jax.named_scope) and which
+    # part of it (GEMM or XLA's convolution, Winograd tile transforms, im2col copies); then
+    # BatchNorm, LIF, the rest.
     by_role: dict[str, float] = collections.defaultdict(float)
     for name, s in by_op.items():
-        o = origin.get(name, "")
-        backward = o.startswith("transpose(")
-        if "conv_general_dilated" in o:
-            role = "conv input grad" if backward else "conv forward"
-        elif "/conv/" in o and "dot_general" in o:
-            role = "conv weight grad (GEMM)"
-        elif "/conv/" in o and backward:
-            role = "conv weight grad (im2col copies)"
-        elif "/norm/" in o or "/bn" in o:
-            role = "normalisation " + ("backward" if backward else "forward")
-        elif "/lif/" in o:
-            role = "LIF " + ("backward" if backward else "forward")
-        elif not o:
-            role = "unattributed"
-        else:
-            role = "other " + ("backward" if backward else "forward")
-        by_role[role] += s
+        by_role[_role(origin.get(name, ""))] += s
     print(f"{args.model} b{args.batch} w{args.width} {args.options}: wall {wall:.3f} s/step, "
           f"op time {total:.3f} s/step (threads overlap ops; shares are of op time)")
     for kind, s in sorted(by_kind.items(), key=lambda kv: -kv[1]):

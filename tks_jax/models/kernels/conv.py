@@ -85,13 +85,14 @@ def im2col_weight_grad(
         m = xp_c.shape[0] * ho * wo
         # One transpose of the (small) padded input; each tap is then a strided slice whose
         # rows are already the GEMM's, ordered (i, j, c) as in HWIO.
-        xt = jnp.transpose(xp_c, (3, 0, 1, 2))
-        cols = [
-            xt[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
-            for i in range(kh)
-            for j in range(kw)
-        ]
-        cols = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=0)
+        with jax.named_scope("im2col"):
+            xt = jnp.transpose(xp_c, (3, 0, 1, 2))
+            cols = [
+                xt[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
+                for i in range(kh)
+                for j in range(kw)
+            ]
+            cols = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=0)
         return jax.lax.dot_general(
             cols.reshape(kh * kw * cin, m),
             g_c.reshape(m, cout),
@@ -138,12 +139,18 @@ def _conv_gemm_fwd(x, w, strides, padding, chunk_bytes):
 
 def _conv_gemm_bwd(strides, padding, chunk_bytes, res, g):
     x, w = res
-    _, input_grad = jax.vjp(
-        lambda x_: jax.lax.conv_general_dilated(x_, w, strides, padding, dimension_numbers=NHWC),
-        x,
-    )
-    dw = im2col_weight_grad(x, g, w.shape, strides, padding, chunk_bytes=chunk_bytes)
-    return input_grad(g)[0], dw.astype(w.dtype)
+    # The scopes name the ops of each gradient in profiles (benchmarks/profile_step.py).
+    with jax.named_scope("input_grad"):
+        _, input_grad = jax.vjp(
+            lambda x_: jax.lax.conv_general_dilated(
+                x_, w, strides, padding, dimension_numbers=NHWC
+            ),
+            x,
+        )
+        dx = input_grad(g)[0]
+    with jax.named_scope("weight_grad"):
+        dw = im2col_weight_grad(x, g, w.shape, strides, padding, chunk_bytes=chunk_bytes)
+    return dx, dw.astype(w.dtype)
 
 
 _conv_gemm.defvjp(_conv_gemm_fwd, _conv_gemm_bwd)

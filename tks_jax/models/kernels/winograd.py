@@ -152,9 +152,12 @@ def _forward(x: Array, u: list[Array], chunk_bytes: int, transpose_u: bool = Fal
     chunk = chunking.chunk_size(n, _tile_bytes(x), chunk_bytes)
 
     def one(xc):
-        v, (nc, p, q) = input_tiles(xc)
-        m = [_mm(v[k], u[k], 1, 1 if transpose_u else 0) for k in range(16)]
-        return output_tiles(m, nc, p, q, h, w).astype(x.dtype)
+        with jax.named_scope("winograd_input_tiles"):
+            v, (nc, p, q) = input_tiles(xc)
+        with jax.named_scope("winograd_gemm"):
+            m = [_mm(v[k], u[k], 1, 1 if transpose_u else 0) for k in range(16)]
+        with jax.named_scope("winograd_output_tiles"):
+            return output_tiles(m, nc, p, q, h, w).astype(x.dtype)
 
     if chunk == n:
         return one(x)
@@ -166,9 +169,12 @@ def _weight_grad(x: Array, g: Array, chunk_bytes: int) -> Array:
     chunk = chunking.chunk_size(x.shape[0], _tile_bytes(x) + _tile_bytes(g), chunk_bytes)
 
     def one(xc, gc):
-        v, _ = input_tiles(xc)
-        gt = grad_tiles(gc)
-        return [_mm(v[k], gt[k], 0, 0) for k in range(16)]  # dU[k] = V[k]^T A g A^T [k]
+        with jax.named_scope("winograd_input_tiles"):
+            v, _ = input_tiles(xc)
+        with jax.named_scope("winograd_grad_tiles"):
+            gt = grad_tiles(gc)
+        with jax.named_scope("winograd_gemm"):
+            return [_mm(v[k], gt[k], 0, 0) for k in range(16)]  # dU[k] = V[k]^T A g A^T [k]
 
     return weight_from_tiles(chunking.sum_over_chunks(one, (x, g), chunk))
 
@@ -210,9 +216,12 @@ def _conv3x3_fwd(x, w, chunk_bytes):
 
 def _conv3x3_bwd(chunk_bytes, res, g):
     x, w = res
-    dx = _forward(g, weight_tiles(w[::-1, ::-1]), chunk_bytes, transpose_u=True).astype(x.dtype)
-    dw = _weight_grad(x, g, chunk_bytes).astype(w.dtype)
-    return dx, dw
+    # The scopes name the ops of each gradient in profiles (benchmarks/profile_step.py).
+    with jax.named_scope("input_grad"):
+        dx = _forward(g, weight_tiles(w[::-1, ::-1]), chunk_bytes, transpose_u=True)
+    with jax.named_scope("weight_grad"):
+        dw = _weight_grad(x, g, chunk_bytes)
+    return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
 _conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
