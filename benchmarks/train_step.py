@@ -194,9 +194,10 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
         cost = cost[0] if cost else {}
     xla_flops = float((cost or {}).get("flops", float("nan")))
 
-    times, cpus, loads = [], [], []
+    times, cpus, loads, faults, sys_s = [], [], [], [], []
     for i in range(warmup + steps):
         t0, c0 = time.perf_counter(), _cpu_s()
+        ru0 = resource.getrusage(resource.RUSAGE_SELF)
         if mode == "train":
             state, loss = compiled(state, x, y)
             jax.block_until_ready((state, loss))
@@ -208,6 +209,9 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
             times.append(dt)
             cpus.append(_cpu_s() - c0)
             loads.append(os.getloadavg()[0])
+            ru1 = resource.getrusage(resource.RUSAGE_SELF)
+            faults.append(ru1.ru_minflt - ru0.ru_minflt)
+            sys_s.append(ru1.ru_stime - ru0.ru_stime)
     model_flops = arch.flops(name, width, batch, train=(mode == "train"))
     device = jax.devices()[0]
     # Accelerator memory: the allocator's high-water mark of this process (None on CPU).
@@ -223,12 +227,16 @@ def run_single(cfg: dict[str, Any]) -> dict[str, Any]:
         "source": cfg.get("source", "reference"),
         "options": cfg.get("options", {}),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "params": n_params,
         "params_expected": expected,
         "compile_s": round(compile_s, 3),
         **arch.step_rates(batch, times, cpus, model_flops),
         "xla_gflop_per_step": xla_flops / 1e9,
         "peak_rss_mb": round(_peak_rss_mb(), 1),
+        # Page faults and kernel CPU time per timed step (medians): fresh buffers faulted in.
+        "minor_faults_per_step": statistics.median(faults) if faults else None,
+        "sys_cpu_s_median": round(statistics.median(sys_s), 3) if sys_s else None,
         "xla_memory_mb": xla_mb,
         "peak_device_mb": None if peak_device is None else round(peak_device / 2**20, 1),
         "backend": jax.default_backend(),
@@ -303,6 +311,13 @@ def run_in_subprocess(
     Python process, so that its peak memory is its own."""
     cmd = [sys.executable, "-m", "benchmarks.train_step", "--single", json.dumps(cfg)]
     full_env = {"XLA_FLAGS": RECOMMENDED_XLA_FLAGS, **os.environ, **(env or {})}
+    # glibc's huge-page tunable, decided as train.py decides it (it restarts itself with it).
+    from tks_jax.training import host_memory
+
+    tunables = host_memory.recommended_glibc_tunables(
+        full_env, host_memory.glibc_version(), host_memory.thp_mode())
+    if tunables is not None:
+        full_env["GLIBC_TUNABLES"] = tunables
     return run_json(cmd, f"benchmark {cfg}", env=full_env, timeout=timeout)
 
 

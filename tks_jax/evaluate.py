@@ -25,9 +25,10 @@ def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from tks_jax import cli, report
-    from tks_jax.training import errors, evaluate_run, xla_env
+    from tks_jax.training import errors, evaluate_run, host_memory, xla_env
     from tks_jax.training.logger import quiet_library_logs
 
+    host_memory.reexec_with_huge_pages()  # first: glibc reads its tunables at start (train.py)
     quiet_library_logs()
     xla_env.apply_recommended_xla_flags()  # before the first JAX computation (see train.py)
 

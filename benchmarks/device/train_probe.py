@@ -111,6 +111,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--targets", default="0.8,0.9,0.95", help="train top-1 thresholds")
     args = p.parse_args(argv[:split])
     train_args = argv[split + 1 :]
+    # train.py would restart the process for glibc's huge-page tunable; do it here, before the
+    # timed data preparation, so that train.py finds it set and runs in this process.
+    from tks_jax.training import host_memory
+
+    host_memory.reexec_with_huge_pages()
     workdir = _workdir(train_args)
     record: dict[str, Any] = {"train_py_args": train_args, "status": "started"}
 
