@@ -283,12 +283,16 @@ def gemm_peak(n: int = 4096, repeats: int = 5, dtype: str = "float32") -> dict[s
 # --------------------------------------------------------------------------------------------
 
 
-# XLA:CPU's default scheduler runs independent ops concurrently and keeps more buffers alive;
-# the memory-minimising one is both leaner (VGG-SNN T=10 b16: temp 2.65 -> 1.89 GB) and a
-# little faster on 2 cores. It can only be set through XLA_FLAGS (compiler_options of jit
-# do not reach it), before JAX starts: the benchmark does so for its subprocesses unless
-# XLA_FLAGS is already set or --xla-flags is given.
-RECOMMENDED_XLA_FLAGS = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+# The XLA:CPU flags train.py sets (tks_jax/training/xla_env.py): the memory-minimising
+# scheduler (VGG-SNN T=10 b16: temp 2.65 -> 1.89 GB, a little faster on 2 cores) and copy
+# insertion with region analysis. They can only be set through XLA_FLAGS (compiler_options of
+# jit do not reach them), before JAX starts: the benchmark does so for its subprocesses
+# unless XLA_FLAGS is already set or --xla-flags is given. Written out rather than imported,
+# so that importing this module does not import JAX (tests check it equals xla_env's).
+RECOMMENDED_XLA_FLAGS = (
+    "--xla_cpu_enable_concurrency_optimized_scheduler=false "
+    "--xla_cpu_copy_insertion_use_region_analysis=true"
+)
 
 
 def run_json(

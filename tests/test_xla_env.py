@@ -8,17 +8,23 @@ import pytest
 
 from tks_jax.training import xla_env
 
-FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+SCHED = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+REGION = "--xla_cpu_copy_insertion_use_region_analysis=true"
+FLAG = f"{SCHED} {REGION}"
 
 
 @pytest.mark.parametrize(
     "env,version,want",
     [
-        ({}, "0.10.2", FLAG),  # measured version, nothing set: add it
+        ({}, "0.10.2", FLAG),  # measured version, nothing set: add them
         ({"XLA_FLAGS": "--xla_dump_to=/tmp/d"}, "0.10.0", "--xla_dump_to=/tmp/d " + FLAG),
-        # The user already chose (either value): untouched.
-        ({"XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=true"}, "0.10.2", None),
-        ({"XLA_FLAGS": FLAG}, "0.10.2", None),
+        # The user already chose one (either value): only the other is added.
+        ({"XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=true"}, "0.10.2",
+         "--xla_cpu_enable_concurrency_optimized_scheduler=true " + REGION),
+        ({"XLA_FLAGS": "--xla_cpu_copy_insertion_use_region_analysis=false"}, "0.10.2",
+         "--xla_cpu_copy_insertion_use_region_analysis=false " + SCHED),
+        ({"XLA_FLAGS": SCHED}, "0.10.2", SCHED + " " + REGION),
+        ({"XLA_FLAGS": FLAG}, "0.10.2", None),  # both chosen: untouched
         ({"TKS_KEEP_XLA_FLAGS": "1"}, "0.10.2", None),  # opt-out
         ({}, "0.11.0", None),  # not measured there: an unknown flag would abort XLA
         ({}, "0.1.0", None),  # "0.1." is not "0.10."
@@ -51,7 +57,7 @@ def test_train_py_sets_the_flags_before_xla_reads_them(tmp_path):
         "import train\n"
         "from tks_jax.training import xla_env\n"
         "xla_env.MEASURED_JAXLIB = (importlib.metadata.version('jaxlib'),)\n"
-        "xla_env.LOW_MEMORY_FLAGS = '--tks_probe_flag_xyz'\n"
+        "xla_env.RECOMMENDED_FLAGS = ('--tks_probe_flag_xyz',)\n"
         "from absl import app\n"
         "app.run(train.main)\n"
     )
@@ -63,3 +69,9 @@ def test_train_py_sets_the_flags_before_xla_reads_them(tmp_path):
     assert proc.returncode != 0
     assert "Unknown flag in XLA_FLAGS: --tks_probe_flag_xyz" in proc.stderr, proc.stderr[-2000:]
     assert not os.path.exists(tmp_path / "w" / "checkpoints")  # stopped before training
+
+
+def test_the_benchmarks_run_with_the_same_flags():
+    from benchmarks import train_step
+
+    assert train_step.RECOMMENDED_XLA_FLAGS == " ".join(xla_env.RECOMMENDED_FLAGS)
