@@ -8,8 +8,9 @@ user can act on are printed on one line (``error: ...``) with the exit codes of
 ``tks_jax.training.errors`` (README "Failure handling"): 0 finished, 2 bad command/config/
 workdir, 3 workdir in use, 4 non-finite loss, 5 no checkpoint restores, 6 disk full,
 75 preempted by SIGTERM (checkpoint saved; re-run to resume). On jaxlib 0.10 CPU, XLA's
-memory-minimising scheduler is switched on unless ``XLA_FLAGS`` already sets it or
-``TKS_KEEP_XLA_FLAGS=1`` (``tks_jax/training/xla_env.py``). On Linux with glibc >= 2.35 and
+memory-minimising scheduler and copy insertion with region analysis are switched on, each
+unless ``XLA_FLAGS`` already sets it, and neither with ``TKS_KEEP_XLA_FLAGS=1``
+(``tks_jax/training/xla_env.py``). On Linux with glibc >= 2.35 and
 transparent huge pages in ``madvise`` mode, the command restarts itself once with
 ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` unless ``TKS_KEEP_GLIBC_TUNABLES=1``
 (``tks_jax/training/host_memory.py``).

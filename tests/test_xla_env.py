@@ -1,5 +1,6 @@
 """train.py's default XLA flags: added only when safe, never over the user's choice."""
 
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -75,3 +76,43 @@ def test_the_benchmarks_run_with_the_same_flags():
     from benchmarks import train_step
 
     assert train_step.RECOMMENDED_XLA_FLAGS == " ".join(xla_env.RECOMMENDED_FLAGS)
+
+
+# Two training steps of a small ResNet-19 (Winograd convolutions, LIF scans: the loops whose
+# copies region analysis changes) under the XLA_FLAGS given; prints a digest of the state and
+# losses. No XLA_FLAGS set means none: the child does not go through train.py.
+_STEP_DIGEST = r"""
+import hashlib, sys
+import numpy as np
+import jax
+from benchmarks.train_step import build_step
+step, (state, x, y), _ = build_step(
+    {"model": "resnet19", "batch": 2, "width": 0.125, "mode": "train", "source": "tks"})
+losses = []
+for _ in range(2):
+    state, loss = step(state, x, y)
+    losses.append(loss)
+h = hashlib.sha256()
+for a in jax.tree.leaves((state, losses)):
+    h.update(np.asarray(a).tobytes())
+print(h.hexdigest())
+"""
+
+
+@pytest.mark.slow  # two child processes, each compiling a training step
+@pytest.mark.skipif(
+    not importlib.metadata.version("jaxlib").startswith(xla_env.MEASURED_JAXLIB),
+    reason="the flags are only added (and known to XLA) on the jaxlib versions measured",
+)
+def test_the_recommended_flags_leave_training_bitwise_equal():
+    # Only the scheduler flag before; both now. A flag that changed the arithmetic would
+    # change the digest (the study's records are compared bitwise across reruns).
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    digests = []
+    for flags in (SCHED, FLAG):
+        env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+        proc = subprocess.run([sys.executable, "-c", _STEP_DIGEST], cwd=repo, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        digests.append(proc.stdout.split()[-1])
+    assert digests[0] == digests[1]
