@@ -4,7 +4,8 @@ Every configuration runs as a fresh subprocess per framework (so that peak memor
 process's own), alternating the order each round, so that both see the same machine load. Before
 timing anything, the parameter counts of the two models are compared (they must be equal).
 Each run records the 1-minute load average next to its numbers; ``cpu s`` is CPU seconds per
-step (all threads), which moves far less than wall time when other processes share the machine.
+step (all threads), which moves far less than wall time when other processes share the machine;
+``cores`` is CPU over wall time (how many cores each framework keeps busy during a step).
 
 Setup, once (a separate environment for PyTorch + SpikingJelly, CPU build)::
 
@@ -116,11 +117,14 @@ def main(argv: list[str] | None = None) -> None:
                     cpu = {fw: statistics.median(x["cpu_s_median"] for x in v)
                            for fw, v in recs.items()}
                     mem = {fw: max(x["peak_rss_mb"] for x in v) for fw, v in recs.items()}
+                    # Cores kept busy during a step (CPU seconds over wall seconds, per run).
+                    cores = {fw: statistics.median(x["cpu_s_median"] / x["step_s_median"]
+                                                   for x in v) for fw, v in recs.items()}
                     row = {"model": model, "width": width, "batch": batch, "mode": mode,
                            "speed_ratio": speed["tks_jax"] / speed["spikingjelly"],
                            "cpu_ratio": cpu["spikingjelly"] / cpu["tks_jax"],
                            "memory_ratio": mem["tks_jax"] / mem["spikingjelly"],
-                           "img_per_s": speed, "peak_rss_mb": mem,
+                           "img_per_s": speed, "peak_rss_mb": mem, "cores_busy": cores,
                            "fraction_of_peak": {fw: arch.flops(model, width, batch,
                                                                mode == "train") * s / batch
                                                 / 1e9 / peak for fw, s in speed.items()}}
@@ -128,17 +132,19 @@ def main(argv: list[str] | None = None) -> None:
                     summary.append(row)
                     print(f"   ratio tks-jax/SpikingJelly: speed {row['speed_ratio']:.2f}x, "
                           f"by CPU time {row['cpu_ratio']:.2f}x, memory "
-                          f"{row['memory_ratio']:.2f}x", flush=True)
+                          f"{row['memory_ratio']:.2f}x; cores busy {cores['tks_jax']:.2f} / "
+                          f"{cores['spikingjelly']:.2f}", flush=True)
 
     print("\nSummary (tks-jax / SpikingJelly; speed > 1 and memory < 1 favour tks-jax)")
     print(f"{'model':>9} {'width':>5} {'batch':>5} {'mode':>6} {'jax img/s':>9} {'sj img/s':>9} "
-          f"{'speed':>6} {'cpu':>6} {'memory':>7} {'jax %pk':>7} {'sj %pk':>7}")
+          f"{'speed':>6} {'cpu':>6} {'memory':>7} {'jax %pk':>7} {'sj %pk':>7} {'cores':>9}")
     for row in summary:
         print(f"{row['model']:>9} {row['width']:>5} {row['batch']:>5} {row['mode']:>6} "
               f"{row['img_per_s']['tks_jax']:>9.2f} {row['img_per_s']['spikingjelly']:>9.2f} "
               f"{row['speed_ratio']:>5.2f}x {row['cpu_ratio']:>5.2f}x "
               f"{row['memory_ratio']:>6.2f}x {row['fraction_of_peak']['tks_jax']:>7.0%} "
-              f"{row['fraction_of_peak']['spikingjelly']:>7.0%}")
+              f"{row['fraction_of_peak']['spikingjelly']:>7.0%} "
+              f"{row['cores_busy']['tks_jax']:>4.2f}/{row['cores_busy']['spikingjelly']:.2f}")
     sys.stdout.flush()
 
 
