@@ -386,14 +386,19 @@ def lif_forward(
     dtype = membrane_dtype(currents.dtype)
     tau_, vth_ = jnp.asarray(tau, dtype), jnp.asarray(v_threshold, dtype)
 
+    def fire(h):
+        return (h - vth_ > 0).astype(dtype)  # Eq. 2, strict
+
     def step(u, current):
         h = u + (current.astype(dtype) - u) / tau_  # Eq. 1
-        s = (h - vth_ > 0).astype(dtype)  # Eq. 2, strict
-        return h * (1 - s), (s, h)
+        return h * (1 - fire(h)), h
 
     start = jnp.zeros(currents.shape[1:], dtype) if u0 is None else u0.astype(dtype)
-    u_end, (spikes, charged) = jax.lax.scan(step, start, currents, unroll=unroll)
-    return spikes.astype(currents.dtype), charged, u_end
+    u_end, charged = jax.lax.scan(step, start, currents, unroll=unroll)
+    # The spikes are recomputed from the charged membranes outside the loop (the same
+    # comparison): XLA:CPU writes a loop's per-step outputs with a single-threaded in-place
+    # update, and outside it the comparison fuses into the spikes' consumers.
+    return fire(charged).astype(currents.dtype), charged, u_end
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5, 6))
