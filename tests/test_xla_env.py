@@ -26,6 +26,9 @@ FLAG = f"{SCHED} {REGION}"
          "--xla_cpu_copy_insertion_use_region_analysis=false " + SCHED),
         ({"XLA_FLAGS": SCHED}, "0.10.2", SCHED + " " + REGION),
         ({"XLA_FLAGS": FLAG}, "0.10.2", None),  # both chosen: untouched
+        # A flag name inside another flag's value is not a choice of that flag.
+        ({"XLA_FLAGS": "--xla_dump_to=/tmp/xla_cpu_copy_insertion_use_region_analysis"},
+         "0.10.2", "--xla_dump_to=/tmp/xla_cpu_copy_insertion_use_region_analysis " + FLAG),
         ({"TKS_KEEP_XLA_FLAGS": "1"}, "0.10.2", None),  # opt-out
         ({}, "0.11.0", None),  # not measured there: an unknown flag would abort XLA
         ({}, "0.1.0", None),  # "0.1." is not "0.10."
@@ -80,7 +83,7 @@ def test_the_benchmarks_run_with_the_same_flags():
 
 # Two training steps of a small ResNet-19 (Winograd convolutions, LIF scans: the loops whose
 # copies region analysis changes) under the XLA_FLAGS given; prints a digest of the state and
-# losses. No XLA_FLAGS set means none: the child does not go through train.py.
+# losses. The child does not go through train.py, so it runs with exactly those flags.
 _STEP_DIGEST = r"""
 import hashlib, sys
 import numpy as np

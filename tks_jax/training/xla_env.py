@@ -49,7 +49,8 @@ def recommended_xla_flags(env: Mapping[str, str], jaxlib_version: str | None) ->
     if not jaxlib_version or not jaxlib_version.startswith(MEASURED_JAXLIB):
         return None
     current = env.get("XLA_FLAGS", "")
-    missing = [f for f in RECOMMENDED_FLAGS if _flag_name(f) not in current]
+    chosen = {_flag_name(f) for f in current.split()}
+    missing = [f for f in RECOMMENDED_FLAGS if _flag_name(f) not in chosen]
     if not missing:  # the user chose every one, either way
         return None
     return " ".join([current, *missing]).strip()
