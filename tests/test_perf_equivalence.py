@@ -680,3 +680,65 @@ def test_resnet19_remat_covers_whole_blocks():
     assert jax.tree.structure(g0) == jax.tree.structure(g1)
     for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1), strict=True):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
+
+
+def _input_grad_numpy(g, w, input_shape, strides, padding):
+    """dx[n, s*h + i - pt, s*w + j - pl] += g[n, h, w] @ W[i, j]^T, written out."""
+    n, ho, wo, _ = g.shape
+    kh, kw = w.shape[:2]
+    (sh, sw), (pt, pl) = strides, (padding[0][0], padding[1][0])
+    dx = np.zeros(input_shape)
+    for h in range(ho):
+        for c in range(wo):
+            for i in range(kh):
+                for j in range(kw):
+                    r, q = sh * h + i - pt, sw * c + j - pl
+                    if 0 <= r < input_shape[1] and 0 <= q < input_shape[2]:
+                        dx[:, r, q] += g[:, h, c] @ w[i, j].T
+    return dx
+
+
+@pytest.mark.parametrize(
+    "kernel,strides,hw,padding",
+    [
+        ((3, 3), (2, 2), (8, 8), ((1, 1), (1, 1))),
+        ((3, 3), (2, 2), (7, 9), ((1, 1), (1, 1))),  # odd sizes: the last row/column is cut
+        ((1, 1), (2, 2), (6, 6), ((0, 0), (0, 0))),  # a strided shortcut
+        ((2, 3), (3, 2), (9, 7), ((0, 2), (1, 0))),  # asymmetric everything
+        ((3, 3), (2, 2), (5, 5), ((2, 0), (0, 2))),  # taps that land in the padding
+    ],
+)
+def test_col2im_input_grad_against_numpy(kernel, strides, hw, padding):
+    rng = np.random.default_rng(23)
+    x_shape = (2, *hw, 3)
+    w = rng.normal(size=(*kernel, 3, 4))
+    out_shape = jax.eval_shape(
+        lambda x, w: _lax_conv(x, w, strides, padding),
+        jax.ShapeDtypeStruct(x_shape, jnp.float32), jax.ShapeDtypeStruct(w.shape, jnp.float32),
+    ).shape
+    g = rng.normal(size=out_shape)
+    dx = kernels.conv.col2im_input_grad(
+        jnp.asarray(g, jnp.float32), jnp.asarray(w, jnp.float32), x_shape, strides, padding
+    )
+    assert dx.shape == x_shape and dx.dtype == jnp.float32
+    ref = _input_grad_numpy(g, w, x_shape, strides, padding)
+    np.testing.assert_allclose(np.asarray(dx), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_strided_conv_input_grad_bfloat16_accumulates_in_float32():
+    # bfloat16 operands: the products accumulate in float32 and the gradient is rounded to
+    # bfloat16 once, so it is within one bfloat16 rounding of the float64 gradient.
+    rng = np.random.default_rng(29)
+    x = jnp.asarray(rng.normal(size=(2, 8, 8, 32)), jnp.bfloat16)
+    w = jnp.asarray(rng.normal(size=(3, 3, 32, 16)) / 10, jnp.bfloat16)
+    pad = ((1, 1), (1, 1))
+    dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+    out, vjp = jax.vjp(lambda x: kernels.conv_general_dilated(x, w, (2, 2), pad, None, None, dn), x)
+    g = jnp.asarray(rng.normal(size=out.shape), jnp.bfloat16)
+    (dx,) = vjp(g)
+    assert dx.dtype == jnp.bfloat16
+    ref = _input_grad_numpy(
+        np.asarray(g, np.float64), np.asarray(w, np.float64), x.shape, (2, 2), pad
+    )
+    err = np.abs(np.asarray(dx, np.float64) - ref)
+    assert np.all(err <= 2**-8 * np.abs(ref) + 1e-6), float(np.max(err / (np.abs(ref) + 1e-6)))

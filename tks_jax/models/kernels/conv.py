@@ -2,10 +2,12 @@
 
 On XLA:CPU the weight gradient of a convolution runs as a convolution over the batch with
 huge windows and layout copies, several times slower per FLOP than the forward pass. Here the
-forward and the input gradient stay XLA's convolutions and the weight gradient becomes
-``im2col(x)^T @ dy`` (Dumoulin & Visin's convolution arithmetic), accumulated over chunks of
-the batch so that the im2col buffer stays small. Same maths; ``tests/test_perf_equivalence.py``
-checks it against lax's gradient.
+forward stays XLA's convolution and the weight gradient becomes ``im2col(x)^T @ dy``
+(Dumoulin & Visin's convolution arithmetic), accumulated over chunks of the batch so that the
+im2col buffer stays small. The input gradient stays XLA's for stride 1; for a strided
+convolution it is one GEMM and a col2im (``col2im_input_grad``) instead of XLA's convolution
+over the zero-dilated output gradient (``benchmarks/strided_input_grad.py``). Same maths;
+``tests/test_perf_equivalence.py`` checks both against lax's gradients and NumPy.
 
 ``conv_general_dilated`` has the signature of ``lax.conv_general_dilated`` (what
 ``flax.linen.Conv`` calls) and picks the algorithm; ``conv_function(algorithm)`` returns it
@@ -103,6 +105,61 @@ def im2col_weight_grad(
     return chunking.sum_over_chunks(chunk_grad, (xp, g), chunk).reshape(kernel_shape)
 
 
+def col2im_input_grad(
+    g: Array,
+    w: Array,
+    input_shape: Sequence[int],
+    strides: Sequence[int],
+    padding: Sequence[Sequence[int]],
+) -> Array:
+    """The input gradient of a strided convolution as one GEMM and a col2im.
+
+    ``dx[n, s*h + i - pt, s*w + j - pl, c] += sum_o g[n, h, w, o] * W[i, j, c, o]``: the
+    products of every output position with every tap, ``g @ W^T`` (``[N*Ho*Wo, Cout] @ [Cout,
+    kh*kw*Cin]``), each tap's plane then spread onto the input grid with ``lax.pad``'s interior
+    padding (the stride) and the planes summed, which XLA fuses into one pass over ``dx``.
+    XLA:CPU computes this gradient as a convolution over the zero-dilated output gradient,
+    which multiplies every inserted zero (4x the FLOPs at stride 2).
+
+    Args:
+      g: output cotangent ``[N, Ho, Wo, Cout]``.
+      w: kernel ``[kh, kw, Cin, Cout]``.
+      input_shape: ``(N, H, W, Cin)`` of the convolution's input.
+      strides: ``(sh, sw)``.
+      padding: ``((top, bottom), (left, right))``.
+
+    Returns:
+      ``[N, H, W, Cin]`` in ``promote_types(g.dtype, float32)``.
+    """
+    n, ho, wo, cout = g.shape
+    kh, kw, cin, _ = w.shape
+    _, h, wd, _ = input_shape
+    (sh, sw), (pt, pl) = strides, (padding[0][0], padding[1][0])
+    acc_dtype = jnp.promote_types(g.dtype, jnp.float32)
+    taps = jax.lax.dot_general(
+        g.reshape(n * ho * wo, cout),
+        w.reshape(kh * kw * cin, cout),
+        (((1,), (1,)), ((), ())),
+        preferred_element_type=acc_dtype,
+    ).reshape(n, ho, wo, kh, kw, cin)
+    dx = None
+    for i in range(kh):
+        for j in range(kw):
+            # Tap (i, j) of output (r, c) lands on input (sh*r + i - pt, sw*c + j - pl); lax.pad
+            # takes negative edge padding as a crop (taps that fall into the padding).
+            top, left = i - pt, j - pl
+            plane = jax.lax.pad(
+                taps[:, :, :, i, j],
+                jnp.zeros((), acc_dtype),
+                [(0, 0, 0),
+                 (top, h - top - sh * (ho - 1) - 1, sh - 1),
+                 (left, wd - left - sw * (wo - 1) - 1, sw - 1),
+                 (0, 0, 0)],
+            )
+            dx = plane if dx is None else dx + plane
+    return dx
+
+
 def conv_gemm_weight_grad(
     x: Array,
     w: Array,
@@ -141,13 +198,16 @@ def _conv_gemm_bwd(strides, padding, chunk_bytes, res, g):
     x, w = res
     # The scopes name the ops of each gradient in profiles (benchmarks/profile_step.py).
     with jax.named_scope("input_grad"):
-        _, input_grad = jax.vjp(
-            lambda x_: jax.lax.conv_general_dilated(
-                x_, w, strides, padding, dimension_numbers=NHWC
-            ),
-            x,
-        )
-        dx = input_grad(g)[0]
+        if any(st > 1 for st in strides):
+            dx = col2im_input_grad(g, w, x.shape, strides, padding).astype(x.dtype)
+        else:
+            _, input_grad = jax.vjp(
+                lambda x_: jax.lax.conv_general_dilated(
+                    x_, w, strides, padding, dimension_numbers=NHWC
+                ),
+                x,
+            )
+            dx = input_grad(g)[0]
     with jax.named_scope("weight_grad"):
         dw = im2col_weight_grad(x, g, w.shape, strides, padding, chunk_bytes=chunk_bytes)
     return dx, dw.astype(w.dtype)
