@@ -43,7 +43,7 @@ WGRAD_CHUNK_BYTES = 8 * 2**20
 # - "winograd": Winograd for every 3x3 stride-1 convolution, on any backend and dtype; the
 #   others as "auto".
 # - "direct": never Winograd (the direct convolution; on CPU still with the GEMM weight
-#   gradient), e.g. to reproduce results bit for bit across versions.
+#   gradient and, for strided convolutions, the GEMM + col2im input gradient).
 # Winograd differs from the direct convolution by rounding only (~1e-6 relative in float32).
 # benchmarks/winograd.py measures both (few-channel input layers are faster direct).
 CONV_ALGORITHMS = ("auto", "winograd", "direct")
