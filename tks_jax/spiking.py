@@ -256,7 +256,7 @@ def lif(
       return_membrane: also return the membrane after reset, ``[T, ...]`` (SpikingJelly's
         ``v_seq``).
       unroll: passed to ``jax.lax.scan`` (for the ``'custom_vjp'`` backend's forward only
-        when ``T > UNROLLED_FORWARD_MAX_STEPS``; shorter sequences run as straight-line code).
+        when ``T > UNROLLED_FORWARD_MAX_STEPS``; shorter sequences are unrolled fully).
       remat: rematerialise each step in the backward pass, trading compute for memory when
         T is large. The ``'custom_vjp'`` backend already stores only the charged membrane (one
         ``[T, ...]`` array) and recomputes spikes and surrogate slopes in the backward;
@@ -366,12 +366,13 @@ def _lif_autodiff(
 # --------------------------------------------------------------------------------------------
 
 
-# Sequences up to this many steps run the LIF forward recurrence as straight-line code instead
-# of a ``lax.scan``: XLA:CPU writes a loop's per-step output with an in-place update that runs
-# as a single task (one core), while each unrolled step is an elementwise kernel spread over
-# all cores. Measured on the training step (benchmarks/README.md, "Cores kept busy"): ResNet-19
-# (T = 4) ~2 % faster with bitwise equal results, VGG-SNN (T = 10) at the same speed with 22 %
-# less XLA temporary memory. The backward stays a scan: unrolled, XLA kept far more of it alive.
+# Sequences up to this many steps run the LIF forward scan fully unrolled (``unroll=True``:
+# straight-line code, no loop): XLA:CPU writes a loop's per-step output with an in-place update
+# that runs as a single task (one core), while each unrolled step is an elementwise kernel
+# spread over all cores. On the training step (benchmarks/README.md, "Cores kept busy"):
+# ResNet-19 (T = 4) a little faster with bitwise equal results, VGG-SNN (T = 10) a little
+# faster with less XLA temporary memory. The backward stays a loop: unrolled, XLA kept far
+# more of it alive.
 UNROLLED_FORWARD_MAX_STEPS = 16
 
 
@@ -385,7 +386,7 @@ def lif_forward(
       currents: ``[T, ...]``.
       tau, v_threshold: Python numbers (or arrays) of ``lif``.
       unroll: passed to ``jax.lax.scan`` when ``T > UNROLLED_FORWARD_MAX_STEPS`` (shorter
-        sequences run as straight-line code, the same arithmetic).
+        sequences are unrolled fully; the same arithmetic).
       u0: membrane before the first step ``[...]`` (default 0), e.g. the one a previous chunk
         of time left.
 
@@ -406,13 +407,8 @@ def lif_forward(
 
     start = jnp.zeros(currents.shape[1:], dtype) if u0 is None else u0.astype(dtype)
     if currents.shape[0] <= UNROLLED_FORWARD_MAX_STEPS:
-        u_end, charged = start, []
-        for t in range(currents.shape[0]):
-            u_end, h = step(u_end, currents[t])
-            charged.append(h)
-        charged = jnp.stack(charged)
-    else:
-        u_end, charged = jax.lax.scan(step, start, currents, unroll=unroll)
+        unroll = True
+    u_end, charged = jax.lax.scan(step, start, currents, unroll=unroll)
     # The spikes are recomputed from the charged membranes after the recurrence (the same
     # comparison): a scan's per-step outputs are written with a single-threaded in-place
     # update, and outside it the comparison fuses into the spikes' consumers.
