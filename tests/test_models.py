@@ -467,6 +467,38 @@ def test_norm_matches_numpy(kind):
     np.testing.assert_allclose(y_static, y_rep, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("num_steps", [1, 2, 5])
+def test_repeat_steps_values_and_gradient_against_numpy(num_steps):
+    x = np.asarray(jax.random.normal(_key(11), (3, 2, 2, 4)), np.float32)
+    g = np.asarray(jax.random.normal(_key(12), (num_steps,) + x.shape), np.float32)
+    y, vjp = jax.vjp(lambda a: layers.repeat_steps(a, num_steps), jnp.asarray(x))
+    assert y.shape == (num_steps,) + x.shape
+    np.testing.assert_array_equal(y, np.broadcast_to(x, y.shape))
+    (dx,) = vjp(jnp.asarray(g))
+    np.testing.assert_allclose(dx, g.astype(np.float64).sum(0), rtol=1e-6, atol=1e-6)
+    # Under jit, inside a loss: d/dx sum_t w_t * y_t = sum_t w_t.
+    w = np.arange(1, num_steps + 1, dtype=np.float32)
+    grad = jax.jit(jax.grad(
+        lambda a: jnp.sum(layers.repeat_steps(a, num_steps) * w[:, None, None, None, None])
+    ))(jnp.asarray(x))
+    np.testing.assert_allclose(grad, np.full(x.shape, w.sum()), rtol=1e-6)
+
+
+def test_repeat_steps_bfloat16_sums_in_float32():
+    # 1 + 8 * 2^-9: each 2^-9 alone is lost when added to 1 in bfloat16 (8 mantissa bits),
+    # all eight together (2^-6) are not.
+    g = jnp.concatenate([jnp.ones((1, 2)), jnp.full((8, 2), 2.0**-9)]).astype(jnp.bfloat16)
+    _, vjp = jax.vjp(lambda a: layers.repeat_steps(a, 9), jnp.zeros((2,), jnp.bfloat16))
+    (dx,) = vjp(g)
+    assert dx.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(dx, np.float32), [1 + 2.0**-6] * 2)
+
+
+def test_repeat_steps_rejects_no_steps():
+    with pytest.raises(ValueError, match="num_steps >= 1"):
+        layers.repeat_steps(jnp.zeros((2, 3)), 0)
+
+
 def test_lif_layer_and_spike_summary():
     x = np.asarray(jax.random.uniform(_key(6), (4, 3, 2, 5), minval=0.0, maxval=2.0))
     lif = layers.LIF(tau=2.0, v_threshold=0.5)

@@ -16,6 +16,7 @@ bias 0.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -62,6 +63,40 @@ def fold(x: Array) -> Array:
 def unfold(x: Array, num_steps: int) -> Array:
     """Splits time and batch: ``[T*B, ...] -> [T, B, ...]``."""
     return x.reshape((num_steps, x.shape[0] // num_steps) + x.shape[1:])
+
+
+def repeat_steps(x: Array, num_steps: int) -> Array:
+    """``x`` at every step: ``[B, ...] -> [T, B, ...]``, as ``jnp.broadcast_to``.
+
+    The gradient, the sum of the ``T`` step gradients, is written as ``T - 1`` additions of
+    slices in step order (in float32 at least). XLA fuses those into one elementwise kernel
+    over all cores, where the reduction over the leading axis that autodiff of
+    ``broadcast_to`` emits runs many times slower on XLA:CPU (measured in
+    ``benchmarks/README.md``, "The static stem's gradient over T").
+    """
+    if num_steps < 1:
+        raise ValueError(f"repeat_steps needs num_steps >= 1; got {num_steps}")
+    return _repeat_steps(x, int(num_steps))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _repeat_steps(x: Array, num_steps: int) -> Array:
+    return jnp.broadcast_to(x[None], (num_steps,) + x.shape)
+
+
+def _repeat_steps_fwd(x, num_steps):
+    return _repeat_steps(x, num_steps), None
+
+
+def _repeat_steps_bwd(num_steps, _, g):
+    wide = jnp.promote_types(g.dtype, jnp.float32)  # bfloat16 gradients add in float32
+    total = g[0].astype(wide)
+    for t in range(1, num_steps):
+        total = total + g[t].astype(wide)
+    return (total.astype(g.dtype),)
+
+
+_repeat_steps.defvjp(_repeat_steps_fwd, _repeat_steps_bwd)
 
 
 def scaled_channels(channels: int, width: float) -> int:
@@ -222,7 +257,7 @@ class Norm(nn.Module):
             name="bn",
         )(x)
         if num_steps is not None:
-            y = jnp.broadcast_to(y[None], (num_steps,) + y.shape)
+            y = repeat_steps(y, num_steps)
         if self.kind == "tebn":
             steps = y.shape[0]
             self._check_steps(steps)
