@@ -1,17 +1,20 @@
-"""Winograd F(4x4, 3x3) against the kernel's F(2x2, 3x3) on XLA:CPU: a prototype, not the default.
+"""Winograd F(4x4, 3x3) against F(2x2, 3x3) on XLA:CPU, per layer and in the training step.
 
 F(m x m, 3x3) computes each m x m output tile from an (m+2) x (m+2) input tile with (m+2)^2
 products per channel pair: 16 per 4 outputs for F(2x2) (2.25x fewer than the direct
 convolution), 36 per 16 outputs for F(4x4) (4x fewer), and F(4x4)'s transformed tiles are
 2.25x the input instead of 4x. This prototype builds both from the matrices of Lavin & Gray
 (2016) (``MATRICES``; transforms written as additions, the batch in chunks, both gradients
-Winograd, like ``tks_jax/models/kernels/winograd.py``), and times
+Winograd; the tile transforms of both gradients are the kernels' own,
+``tks_jax/models/kernels/winograd.py`` and ``winograd_f4.py``), and times
 
 - one layer: forward, input gradient and weight gradient for each tile and chunk budget;
-- the ResNet-19 training step with the weight gradient alone in F(4x4) for layers of at least
-  ``--min-hw`` pixels a side, against the default, in alternating rounds.
+- the ResNet-19 training step with every weight gradient F(2x2) against F(4x4) for layers of
+  at least ``--min-hw`` pixels a side and ``--min-channels`` channels (what the kernels do at
+  16 and 128), in alternating rounds.
 
-Why it is not the default: ``benchmarks/README.md`` (F(4x4, 3x3)). Usage::
+The kernels use F(4x4) for the weight gradient only; its forward and input gradient stay a
+prototype here (``benchmarks/README.md``, F(4x4, 3x3), says why). Usage::
 
     .venv/bin/python -m benchmarks.winograd_tiles --out benchmarks/results/winograd_tiles.jsonl
 """
@@ -30,42 +33,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import conv_backward
-from tks_jax.models.kernels import chunking
+from tks_jax.models.kernels import chunking, winograd, winograd_f4
 
 # (B^T, G, A^T) of F(m x m, 3x3): 1-D correlation y = A^T [(G g) * (B^T d)].
 MATRICES = {
-    2: (
-        np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64),
-        np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64),
-        np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64),
-    ),
-    4: (
-        np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-                  [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], np.float64),
-        np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
-                  [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float64),
-        np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
-                  [0, 1, -1, 8, -8, 1]], np.float64),
-    ),
+    2: tuple(np.asarray(a, np.float64) for a in (winograd.BT, winograd.G, winograd.AT)),
+    4: (winograd_f4.BT, winograd_f4.G, winograd_f4.AT),
 }
 CHUNK_BYTES = 16 * 2**20
-
-
-def combine(matrix: np.ndarray, parts: list) -> list:
-    """``matrix @ parts`` row by row, as additions (zeros skipped, +-1 without a multiply)."""
-    out = []
-    for row in matrix:
-        acc = None
-        for c, p in zip(row, parts, strict=True):
-            if c == 0:
-                continue
-            term = p if abs(c) == 1 else c * p
-            if acc is None:
-                acc = -term if c == -1 else term
-            else:
-                acc = acc - term if c == -1 else acc + term
-        out.append(acc)
-    return out
+combine = winograd_f4.combine
 
 
 def _widen(x):
@@ -73,16 +49,11 @@ def _widen(x):
 
 
 def input_tiles(x, m: int):
-    """``B^T d B`` for every (m+2)^2 tile of the zero-padded ``x [n, h, w, c]``."""
-    bt, a = MATRICES[m][0], m + 2
-    n, h, w, c = x.shape
-    p, q = -(-h // m), -(-w // m)
-    dtype, x = x.dtype, _widen(x)
-    xp = jnp.pad(x, ((0, 0), (1, 1 + m * p - h), (1, 1 + m * q - w), (0, 0)))
-    tiles = []
-    for r in combine(bt, [xp[:, i : i + m * p : m] for i in range(a)]):
-        tiles.extend(combine(bt, [r[:, :, j : j + m * q : m] for j in range(a)]))
-    return [t.reshape(n * p * q, c).astype(dtype) for t in tiles], (n, p, q)
+    """``B^T d B`` for every (m+2)^2 tile of the zero-padded ``x [n, h, w, c]`` (the kernels')."""
+    if m == 2:
+        return winograd.input_tiles(x)
+    n, h, w, _ = x.shape
+    return winograd_f4.input_tiles(x), (n, -(-h // m), -(-w // m))
 
 
 def output_tiles(mm, n, p, q, h, w, m: int):
@@ -97,16 +68,8 @@ def output_tiles(mm, n, p, q, h, w, m: int):
 
 
 def grad_tiles(g, m: int):
-    """``A dY A^T`` for every m x m output-gradient tile."""
-    at = MATRICES[m][2]
-    n, h, w, o = g.shape
-    p, q = -(-h // m), -(-w // m)
-    dtype, g = g.dtype, _widen(g)
-    g = jnp.pad(g, ((0, 0), (0, m * p - h), (0, m * q - w), (0, 0))).reshape(n, p, m, q, m, o)
-    tiles = []
-    for r in combine(at.T, [g[:, :, i] for i in range(m)]):
-        tiles.extend(combine(at.T, [r[:, :, :, j] for j in range(m)]))
-    return [t.reshape(n * p * q, o).astype(dtype) for t in tiles]
+    """``A dY A^T`` for every m x m output-gradient tile (the kernels')."""
+    return winograd.grad_tiles(g) if m == 2 else winograd_f4.grad_tiles(g)
 
 
 def weight_tiles(w, m: int):
@@ -120,10 +83,8 @@ def weight_tiles(w, m: int):
 
 
 def weight_from_tiles(du, m: int):
-    """``G^T dU G``: ``[3, 3, Cin, Cout]``."""
-    gt, a = MATRICES[m][1].T, m + 2
-    rows = combine(gt, [jnp.stack(du[a * u : a * u + a]) for u in range(a)])
-    return jnp.stack([jnp.stack(combine(gt, [r[j] for j in range(a)])) for r in rows])
+    """``G^T dU G``: ``[3, 3, Cin, Cout]`` (the kernels')."""
+    return winograd.weight_from_tiles(du) if m == 2 else winograd_f4.weight_from_tiles(du)
 
 
 def _mm(a, b, ca, cb):
@@ -189,7 +150,8 @@ def layer_records(shapes: list[str], chunks_mb: list[int], repeats: int) -> list
     recs = []
     for shape in shapes:
         n, hw, cin, cout = (int(v) for v in shape.split("x"))
-        rec = conv_backward.bench_conv(kernels.conv3x3, "kernel F(2x2)", n, hw, cin, cout, repeats)
+        f2 = functools.partial(kernels.conv3x3, f4_weight_grad_min_side=2**31 - 1)
+        rec = conv_backward.bench_conv(f2, "kernel F(2x2)", n, hw, cin, cout, repeats)
         recs.append(rec | {"tile": 2, "chunk_mb": 16})
         print(json.dumps(recs[-1]), flush=True)
         for mb in chunks_mb:
@@ -200,21 +162,24 @@ def layer_records(shapes: list[str], chunks_mb: list[int], repeats: int) -> list
     return recs
 
 
-def step_records(model: str, width: float, batch: int, min_hw: int, rounds: int) -> list[dict]:
-    """Train-step time, default against F(4x4) weight gradients, alternating in one process."""
+def step_records(
+    model: str, width: float, batch: int, min_hw: int, min_channels: int, rounds: int
+) -> list[dict]:
+    """Train-step time, weight gradients all F(2x2) against F(4x4) for layers of at least
+    ``min_hw`` pixels a side and ``min_channels`` channels (the kernels' default at 16 and
+    128), alternating in one process."""
     from benchmarks import train_step
-    from tks_jax.models.kernels import winograd
 
-    default_wgrad = winograd._weight_grad
-
-    def f4_wgrad(x, g, chunk_bytes):
-        if min(x.shape[1:3]) >= min_hw and x.dtype == jnp.float32:
-            return weight_grad(x, g, 4, chunk_bytes)
-        return default_wgrad(x, g, chunk_bytes)
-
+    default_rule = winograd.uses_f4_weight_grad
+    rules = {
+        "f2_weight_grad": lambda x_shape, w_shape, dtype, *_: False,
+        "f4_weight_grad": lambda x_shape, w_shape, dtype, *_: default_rule(
+            x_shape, w_shape, dtype, min_hw, min_channels
+        ),
+    }
     steps = {}
-    for variant, fn in (("default", default_wgrad), ("f4_weight_grad", f4_wgrad)):
-        winograd._weight_grad = fn
+    for variant, rule in rules.items():
+        winograd.uses_f4_weight_grad = rule
         try:
             step, args, _ = train_step.build_step({"model": model, "batch": batch, "width": width,
                                                    "mode": "train", "source": "tks",
@@ -223,7 +188,7 @@ def step_records(model: str, width: float, batch: int, min_hw: int, rounds: int)
             state, loss = step(state, x, y)  # compiles with this variant (the state is donated)
             jax.block_until_ready(loss)
         finally:
-            winograd._weight_grad = default_wgrad
+            winograd.uses_f4_weight_grad = default_rule
         steps[variant] = [step, state, x, y]
     times: dict[str, list[float]] = {v: [] for v in steps}
     for _ in range(rounds):
@@ -236,8 +201,9 @@ def step_records(model: str, width: float, batch: int, min_hw: int, rounds: int)
                 times[variant].append(time.perf_counter() - t0)
             run[1] = state
     return [{"model": model, "width": width, "batch": batch, "variant": v, "min_hw": min_hw,
-             "median_s": round(statistics.median(ts), 3), "times_s": [round(t, 3) for t in ts],
-             "load": round(os.getloadavg()[0], 2)} for v, ts in times.items()]
+             "min_channels": min_channels, "median_s": round(statistics.median(ts), 3),
+             "times_s": [round(t, 3) for t in ts], "load": round(os.getloadavg()[0], 2)}
+            for v, ts in times.items()]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -249,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--widths", default="1.0,0.5", help="ResNet-19 widths of the step runs")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--min-hw", type=int, default=16)
+    p.add_argument("--min-channels", type=int, default=128)
     p.add_argument("--out", default=None, help="JSON lines file to append to")
     args = p.parse_args(argv)
     from benchmarks import train_step
@@ -259,7 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     recs = layer_records(args.shapes.split(","), [int(v) for v in args.chunks_mb.split(",")],
                          args.repeats)
     for width in (float(v) for v in args.widths.split(",") if v):
-        for rec in step_records("resnet19", width, 16, args.min_hw, args.rounds):
+        for rec in step_records("resnet19", width, 16, args.min_hw, args.min_channels,
+                                args.rounds):
             recs.append(rec)
             print(json.dumps(rec), flush=True)
     if args.out:

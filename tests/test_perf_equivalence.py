@@ -20,7 +20,7 @@ import pytest
 
 from tks_jax import spiking
 from tks_jax.models import base, kernels
-from tks_jax.models.kernels import conv_norm_lif, winograd
+from tks_jax.models.kernels import conv_norm_lif, winograd, winograd_f4
 
 SURROGATES = ["qgate", "sigmoid", "atan", "rectangle", "triangle"]
 
@@ -537,6 +537,82 @@ def test_winograd_bfloat16_error_is_a_few_roundings():
             a, r = np.asarray(a, np.float64), np.asarray(r)
             err = np.linalg.norm(a - r) / np.linalg.norm(r)
             assert 0.1 * u < err < 1.4 * u, err
+
+
+def test_winograd_f4_matrices_compute_a_1d_correlation():
+    rng = np.random.default_rng(30)
+    d, k = rng.normal(size=6), rng.normal(size=3)
+    out = winograd_f4.AT @ ((winograd_f4.G @ k) * (winograd_f4.BT @ d))
+    np.testing.assert_allclose(out, [d[i : i + 3] @ k for i in range(4)], rtol=1e-12)
+    # ``combine`` is the matrix product written as additions.
+    parts = [rng.normal(size=(2, 3)) for _ in range(6)]
+    got = winograd_f4.combine(winograd_f4.BT, parts)
+    np.testing.assert_allclose(np.stack(got), np.einsum("ij,jab->iab", winograd_f4.BT, parts))
+
+
+@pytest.mark.parametrize(
+    "n,h,w,min_side,chunk_bytes",
+    [(2, 16, 16, 16, None), (3, 17, 19, 16, None), (2, 5, 7, 1, None), (4, 16, 18, 16, 1)],
+)
+def test_winograd_f4_weight_grad_matches_lax(n, h, w, min_side, chunk_bytes):
+    # Whole and partial 4x4 tiles, a small image forced onto F(4x4), one sample per chunk;
+    # float64, so any error above rounding is a wrong index or coefficient.
+    budget = {} if chunk_bytes is None else {"chunk_bytes": chunk_bytes}
+    rule = {"f4_weight_grad_min_side": min_side, "f4_weight_grad_min_channels": 1}
+    assert winograd.uses_f4_weight_grad((n, h, w, 3), (3, 3, 3, 4), jnp.float64, min_side, 1)
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(31)
+        x = jnp.asarray(rng.normal(size=(n, h, w, 3)))
+        k = jnp.asarray(rng.normal(size=(3, 3, 3, 4)))
+        ref, ref_vjp = jax.vjp(lambda x, k: _lax_conv(x, k, (1, 1), ((1, 1), (1, 1))), x, k)
+        out, vjp = jax.vjp(lambda x, k: winograd.conv3x3(x, k, **rule, **budget), x, k)
+        cot = jnp.asarray(rng.normal(size=ref.shape))
+        for a, b in zip((out, *vjp(cot)), (ref, *ref_vjp(cot)), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-10)
+
+
+def test_winograd_f4_weight_grad_float32_error():
+    # F(4x4)'s coefficients (up to 8 and 1/24) round more than F(2x2)'s: a few 1e-6 relative
+    # (norm) in float32 against the exact gradient, still far below what a training step
+    # notices.
+    rng = np.random.default_rng(32)
+    x = (rng.random((4, 16, 16, 32)) < 0.3) * 1.0  # spikes, as in the models
+    k = rng.normal(size=(3, 3, 32, 32)) / np.sqrt(288)
+    cot = rng.normal(size=(4, 16, 16, 32))
+    with jax.enable_x64(True):
+        _, ref_vjp = jax.vjp(lambda a, b: _lax_conv(a, b, (1, 1), ((1, 1), (1, 1))),
+                             jnp.asarray(x), jnp.asarray(k))
+        want = np.asarray(ref_vjp(jnp.asarray(cot))[1])
+    errors = {}
+    for min_side in (16, 10**9):  # F(4x4), F(2x2)
+        _, vjp = jax.vjp(
+            lambda a, b, s=min_side: winograd.conv3x3(
+                a, b, f4_weight_grad_min_side=s, f4_weight_grad_min_channels=1
+            ),
+            jnp.asarray(x, jnp.float32), jnp.asarray(k, jnp.float32),
+        )
+        got = np.asarray(vjp(jnp.asarray(cot, jnp.float32))[1], np.float64)
+        errors[min_side] = np.linalg.norm(got - want) / np.linalg.norm(want)
+    assert errors[10**9] < errors[16] < 5e-6, errors
+
+
+@pytest.mark.parametrize(
+    "shape,cout,dtype,f4",
+    [((2, 16, 16, 128), 128, jnp.float32, True), ((2, 16, 15, 128), 128, jnp.float32, False),
+     ((2, 16, 16, 128), 64, jnp.float32, False), ((2, 16, 16, 64), 128, jnp.float32, False),
+     ((2, 32, 32, 128), 128, jnp.bfloat16, False), ((2, 16, 16, 128), 128, jnp.float64, True)],
+)
+def test_winograd_weight_grad_tile_choice(shape, cout, dtype, f4):
+    # The default rule (>= 16 pixels a side, >= 128 channels in and out, not bfloat16). 36
+    # weight-gradient GEMMs for F(4x4), 16 for F(2x2) (plus 16 each for the forward and the
+    # input gradient).
+    w_shape = (3, 3, shape[-1], cout)
+    assert winograd.uses_f4_weight_grad(shape, w_shape, dtype) == f4
+    with jax.enable_x64(dtype == jnp.float64):
+        x = jnp.zeros(shape, dtype)
+        k = jnp.zeros(w_shape, dtype)
+        jaxpr = jax.make_jaxpr(jax.grad(lambda a, b: winograd.conv3x3(a, b).sum(), (0, 1)))(x, k)
+    assert str(jaxpr).count("dot_general") == 32 + (36 if f4 else 16)
 
 
 def test_winograd_rejects_other_kernels():

@@ -8,12 +8,14 @@ default. The models choose among these; the maths is the same as the plain layer
 - ``conv``: ``conv_general_dilated`` (lax's signature) with the algorithm ``'auto'``,
   ``'winograd'`` or ``'direct'``; the im2col (GEMM) weight gradient.
 - ``winograd``: 3x3 stride-1 convolution by Winograd F(2x2, 3x3), both gradients included.
+- ``winograd_f4``: the weight gradient by F(4x4, 3x3), which ``winograd`` uses for larger
+  float32/float64 layers.
 - ``conv_norm_lif``: ``LIF(BN(conv(x)))`` a few time steps at a time with a hand-written
   backward (the memory-saving path of the models' ``remat``).
 - ``chunking``: splitting a leading axis into chunks under a byte budget.
 """
 
-from tks_jax.models.kernels import chunking, conv, conv_norm_lif, winograd
+from tks_jax.models.kernels import chunking, conv, conv_norm_lif, winograd, winograd_f4
 from tks_jax.models.kernels.conv import (
     CONV_ALGORITHMS,
     check_algorithm,
@@ -36,4 +38,5 @@ __all__ = [
     "conv_norm_lif",
     "im2col_weight_grad",
     "winograd",
+    "winograd_f4",
 ]

@@ -15,13 +15,16 @@ Both gradients are Winograd too:
 - input: the gradient of a stride-1 "SAME" 3x3 convolution is the same convolution of the
   output gradient with the kernel flipped in space and transposed in channels;
 - weight: differentiating the formula above, ``dU[k] = V[k]^T @ (A dY A^T)[k]`` summed over
-  tiles, and ``dw = G^T dU G``.
+  tiles, and ``dw = G^T dU G``; for float32/float64 inputs of at least
+  ``F4_WEIGHT_GRAD_MIN_SIDE`` pixels a side the same with F(4x4, 3x3)'s 6x6 tiles
+  (``winograd_f4``: 36 larger GEMMs instead of 16 with four times the tiles).
 
 Everything runs over chunks of the batch (``lax.map`` / ``lax.scan``) so that the transformed
 tiles (4x the input) stay small; the only residual kept for the backward pass is the input.
 
 Exact in real arithmetic; in fp32 the result differs from the direct convolution by rounding
-(relative error ~1e-6, checked in ``tests/test_perf_equivalence.py``). Products accumulate in
+(relative error ~1e-6, the F(4x4) weight gradient's a few times more; checked in
+``tests/test_perf_equivalence.py``). Products accumulate in
 ``promote_types(dtype, float32)``: float32 for float32/bfloat16 operands, float64 for float64.
 In bfloat16 the transformed tiles are rounded to bfloat16 for the GEMMs, so the error is a few
 bfloat16 roundings (relative ~4e-3 against float64, about 2.5x the direct bfloat16
@@ -36,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tks_jax.models.kernels import chunking
+from tks_jax.models.kernels import chunking, winograd_f4
 
 Array = jax.Array
 
@@ -48,6 +51,12 @@ AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)
 
 # Default bytes of one chunk's transformed input tiles (16 * tiles * Cin floats).
 CHUNK_BYTES = 16 * 2**20
+# Layers at least this many pixels high and wide, with at least this many input and output
+# channels, take their float32/float64 weight gradient from Winograd F(4x4, 3x3)
+# (``winograd_f4``); other layers and bfloat16 keep F(2x2). Below these F(4x4) was no faster
+# on XLA:CPU (``benchmarks/README.md``, "F(4x4, 3x3)").
+F4_WEIGHT_GRAD_MIN_SIDE = 16
+F4_WEIGHT_GRAD_MIN_CHANNELS = 128
 
 
 def _widen(x: Array) -> Array:
@@ -179,7 +188,14 @@ def _weight_grad(x: Array, g: Array, chunk_bytes: int) -> Array:
     return weight_from_tiles(chunking.sum_over_chunks(one, (x, g), chunk))
 
 
-def conv3x3(x: Array, w: Array, *, chunk_bytes: int = CHUNK_BYTES) -> Array:
+def conv3x3(
+    x: Array,
+    w: Array,
+    *,
+    chunk_bytes: int = CHUNK_BYTES,
+    f4_weight_grad_min_side: int = F4_WEIGHT_GRAD_MIN_SIDE,
+    f4_weight_grad_min_channels: int = F4_WEIGHT_GRAD_MIN_CHANNELS,
+) -> Array:
     """3x3 convolution, stride 1, zero padding 1 ("SAME"), NHWC input, HWIO kernel.
 
     Equals ``lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
@@ -191,6 +207,10 @@ def conv3x3(x: Array, w: Array, *, chunk_bytes: int = CHUNK_BYTES) -> Array:
       w: ``[3, 3, C, O]``.
       chunk_bytes: bytes of one chunk of transformed tiles; the batch is processed in the
         largest chunks within this budget (a memory bound, same result).
+      f4_weight_grad_min_side, f4_weight_grad_min_channels: the weight gradient of inputs at
+        least this many pixels high and wide, with at least this many input and output
+        channels, unless bfloat16, is F(4x4, 3x3) (``winograd_f4``: fewer, larger GEMMs, a
+        few times the rounding error of F(2x2)); otherwise F(2x2).
 
     Returns:
       ``[N, H, W, O]`` in the dtype of ``x``.
@@ -202,25 +222,45 @@ def conv3x3(x: Array, w: Array, *, chunk_bytes: int = CHUNK_BYTES) -> Array:
         raise ValueError(
             f"conv3x3 needs x [N, H, W, C] and w [3, 3, C, O]; got {x.shape} and {w.shape}"
         )
-    return _conv3x3(x, w, int(chunk_bytes))
+    f4_rule = (int(f4_weight_grad_min_side), int(f4_weight_grad_min_channels))
+    return _conv3x3(x, w, int(chunk_bytes), f4_rule)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv3x3(x: Array, w: Array, chunk_bytes: int) -> Array:
+def uses_f4_weight_grad(
+    x_shape,
+    w_shape,
+    dtype,
+    min_side: int = F4_WEIGHT_GRAD_MIN_SIDE,
+    min_channels: int = F4_WEIGHT_GRAD_MIN_CHANNELS,
+) -> bool:
+    """Whether ``conv3x3``'s weight gradient for this input and kernel shape and dtype is
+    F(4x4)."""
+    return (
+        min(x_shape[1], x_shape[2]) >= min_side
+        and min(w_shape[2], w_shape[3]) >= min_channels
+        and jnp.dtype(dtype).itemsize >= 4
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv3x3(x: Array, w: Array, chunk_bytes: int, f4_rule: tuple[int, int]) -> Array:
     return _forward(x, weight_tiles(w), chunk_bytes)
 
 
-def _conv3x3_fwd(x, w, chunk_bytes):
-    return _conv3x3(x, w, chunk_bytes), (x, w)
+def _conv3x3_fwd(x, w, chunk_bytes, f4_rule):
+    return _conv3x3(x, w, chunk_bytes, f4_rule), (x, w)
 
 
-def _conv3x3_bwd(chunk_bytes, res, g):
+def _conv3x3_bwd(chunk_bytes, f4_rule, res, g):
     x, w = res
     # The scopes name the ops of each gradient in profiles (benchmarks/profile_step.py).
     with jax.named_scope("input_grad"):
         dx = _forward(g, weight_tiles(w[::-1, ::-1]), chunk_bytes, transpose_u=True)
     with jax.named_scope("weight_grad"):
-        dw = _weight_grad(x, g, chunk_bytes)
+        if uses_f4_weight_grad(x.shape, w.shape, x.dtype, *f4_rule):
+            dw = winograd_f4.weight_grad(x, g, chunk_bytes)
+        else:
+            dw = _weight_grad(x, g, chunk_bytes)
     return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
