@@ -16,10 +16,11 @@ and prints the median milliseconds of each with the largest relative difference 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
+
+from benchmarks import timing
 
 # T, B, side, channels of the stem's output: ResNet-19 full / half width at batch 16 and 32,
 # SEW-ResNet's ImageNet stem (112x112 after its stride-2 7x7 conv), a T = 10 run.
@@ -31,9 +32,7 @@ CASES = [
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--rounds", type=int, default=5, help="alternating rounds of both")
-    p.add_argument("--repeats", type=int, default=10, help="timed calls per round")
-    p.add_argument("--out", default=None, help="append JSON lines here")
+    timing.add_round_args(p)
     args = p.parse_args(argv)
 
     from tks_jax.training import xla_env
@@ -44,14 +43,6 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
 
     from tks_jax.models import layers
-
-    def time_ms(f, *a) -> float:
-        ts = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            jax.block_until_ready(f(*a))
-            ts.append(time.perf_counter() - t0)
-        return 1e3 * statistics.median(ts)
 
     def vjp_of(repeat, shape):
         return jax.jit(lambda g: jax.vjp(repeat, jnp.zeros(shape, jnp.float32))[1](g)[0])
@@ -66,20 +57,16 @@ def main(argv: list[str] | None = None) -> None:
         g = jnp.asarray(np.random.default_rng(0).standard_normal((t,) + shape), jnp.float32)
         ref, out = (jax.block_until_ready(f(g)) for f in impls.values())
         err = float(jnp.max(jnp.abs(ref - out)) / jnp.max(jnp.abs(ref)))
-        times: dict[str, list[float]] = {name: [] for name in impls}
-        for _ in range(args.rounds):
-            for name, f in impls.items():
-                times[name].append(time_ms(f, g))
+        times = timing.alternating_ms(impls, (g,), args.rounds, args.repeats)
         med = {name: statistics.median(v) for name, v in times.items()}
         label = f"{t}x{b}x{hw}x{c}"
         print(f"{label:22s} {med['reduce']:9.1f} {med['adds']:8.1f} "
               f"{med['reduce'] / med['adds']:5.1f}x   (max rel diff {err:.1e})")
-        if args.out:
-            rec = {"steps": t, "batch": b, "hw": hw, "channels": c,
-                   "reduce_ms": times["reduce"], "adds_ms": times["adds"], "max_rel_diff": err,
-                   "load": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M")}
-            with open(args.out, "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
+        timing.append_jsonl(args.out, {
+            "steps": t, "batch": b, "hw": hw, "channels": c, "reduce_ms": times["reduce"],
+            "adds_ms": times["adds"], "max_rel_diff": err, "load": os.getloadavg()[0],
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+        })
 
 
 if __name__ == "__main__":

@@ -17,10 +17,11 @@ and prints the median milliseconds of each with the largest relative difference 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
+
+from benchmarks import timing
 
 # n, input side, Cin, Cout, kernel: ResNet-19's strided convolutions at width 1.0 and 0.5.
 LAYERS = [
@@ -50,9 +51,7 @@ def _impls(x_shape, pad) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--rounds", type=int, default=5, help="alternating rounds of both")
-    p.add_argument("--repeats", type=int, default=10, help="timed calls per round")
-    p.add_argument("--out", default=None, help="append JSON lines here")
+    timing.add_round_args(p)
     args = p.parse_args(argv)
 
     from tks_jax.training import xla_env
@@ -61,14 +60,6 @@ def main(argv: list[str] | None = None) -> None:
     import jax
     import jax.numpy as jnp
     import numpy as np
-
-    def time_ms(f, *a) -> float:
-        ts = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            jax.block_until_ready(f(*a))
-            ts.append(time.perf_counter() - t0)
-        return 1e3 * statistics.median(ts)
 
     print(f"{'layer NxHWxCinxCout, kernel':30s} {'xla ms':>8s} {'col2im ms':>9s} {'ratio':>6s}")
     for n, hw, cin, cout, k in LAYERS:
@@ -82,21 +73,17 @@ def main(argv: list[str] | None = None) -> None:
         impls = _impls(x_shape, pad)
         ref, out = (jax.block_until_ready(f(g, w)) for f in impls.values())
         err = float(jnp.max(jnp.abs(ref - out)) / jnp.max(jnp.abs(ref)))
-        times: dict[str, list[float]] = {name: [] for name in impls}
-        for _ in range(args.rounds):
-            for name, f in impls.items():
-                times[name].append(time_ms(f, g, w))
+        times = timing.alternating_ms(impls, (g, w), args.rounds, args.repeats)
         med = {name: statistics.median(t) for name, t in times.items()}
         label = f"{n}x{hw}x{cin}x{cout}, {k}x{k}"
         ratio = med["xla"] / med["col2im"]
         print(f"{label:30s} {med['xla']:8.1f} {med['col2im']:9.1f} {ratio:5.2f}x"
               f"   (max rel diff {err:.1e})")
-        if args.out:
-            rec = {"n": n, "hw": hw, "cin": cin, "cout": cout, "kernel": k, "stride": 2,
-                   "xla_ms": times["xla"], "col2im_ms": times["col2im"], "max_rel_diff": err,
-                   "load": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M")}
-            with open(args.out, "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
+        timing.append_jsonl(args.out, {
+            "n": n, "hw": hw, "cin": cin, "cout": cout, "kernel": k, "stride": 2,
+            "xla_ms": times["xla"], "col2im_ms": times["col2im"], "max_rel_diff": err,
+            "load": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M"),
+        })
 
 
 if __name__ == "__main__":
