@@ -15,9 +15,10 @@ Both gradients are Winograd too:
 - input: the gradient of a stride-1 "SAME" 3x3 convolution is the same convolution of the
   output gradient with the kernel flipped in space and transposed in channels;
 - weight: differentiating the formula above, ``dU[k] = V[k]^T @ (A dY A^T)[k]`` summed over
-  tiles, and ``dw = G^T dU G``; for float32/float64 inputs of at least
-  ``F4_WEIGHT_GRAD_MIN_SIDE`` pixels a side the same with F(4x4, 3x3)'s 6x6 tiles
-  (``winograd_f4``: 36 larger GEMMs instead of 16 with four times the tiles).
+  tiles, and ``dw = G^T dU G``; for float32/float64 layers of at least
+  ``F4_WEIGHT_GRAD_MIN_SIDE`` pixels a side and ``F4_WEIGHT_GRAD_MIN_CHANNELS`` channels the
+  same with F(4x4, 3x3)'s 6x6 tiles (``winograd_f4``: 36 GEMMs over a quarter of the tiles
+  instead of 16).
 
 Everything runs over chunks of the batch (``lax.map`` / ``lax.scan``) so that the transformed
 tiles (4x the input) stay small; the only residual kept for the backward pass is the input.
