@@ -67,11 +67,6 @@ def output_tiles(mm, n, p, q, h, w, m: int):
     return y.reshape(n, m * p, m * q, o)[:, :h, :w]
 
 
-def grad_tiles(g, m: int):
-    """``A dY A^T`` for every m x m output-gradient tile (the kernels')."""
-    return winograd.grad_tiles(g) if m == 2 else winograd_f4.grad_tiles(g)
-
-
 def weight_tiles(w, m: int):
     """``G w G^T``: (m+2)^2 arrays ``[Cin, Cout]``."""
     gm = MATRICES[m][1]
@@ -80,11 +75,6 @@ def weight_tiles(w, m: int):
     for r in combine(gm, [w[0], w[1], w[2]]):
         tiles.extend(combine(gm, [r[0], r[1], r[2]]))
     return [t.astype(dtype) for t in tiles]
-
-
-def weight_from_tiles(du, m: int):
-    """``G^T dU G``: ``[3, 3, Cin, Cout]`` (the kernels')."""
-    return winograd.weight_from_tiles(du) if m == 2 else winograd_f4.weight_from_tiles(du)
 
 
 def _mm(a, b, ca, cb):
@@ -114,15 +104,10 @@ def forward(x, u, m, chunk_bytes, transpose_u=False):
 
 
 def weight_grad(x, g, m, chunk_bytes):
-    a2 = (m + 2) ** 2
-    chunk = chunking.chunk_size(x.shape[0], _tile_bytes(x, m) + _tile_bytes(g, m), chunk_bytes)
-
-    def one(xc, gc):
-        v, _ = input_tiles(xc, m)
-        gt = grad_tiles(gc, m)
-        return [_mm(v[k], gt[k], 0, 0) for k in range(a2)]
-
-    return weight_from_tiles(chunking.sum_over_chunks(one, (x, g), chunk), m)
+    """The kernels' weight gradient by F(m x m, 3x3)."""
+    if m == 2:
+        return winograd._weight_grad(x, g, chunk_bytes)
+    return winograd_f4.weight_grad(x, g, chunk_bytes)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
