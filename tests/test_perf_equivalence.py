@@ -13,6 +13,8 @@ Small shapes, fixed seeds, no timings.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -614,6 +616,23 @@ def test_winograd_weight_grad_tile_choice(shape, cout, dtype, f4):
         k = jnp.zeros(w_shape, dtype)
         jaxpr = jax.make_jaxpr(jax.grad(lambda a, b: winograd.conv3x3(a, b).sum(), (0, 1)))(x, k)
     assert str(jaxpr).count("dot_general") == 32 + (36 if f4 else 16)
+
+
+@pytest.mark.parametrize("min_side,chunk_bytes,loops", [(16, 1, 1), (10**9, 1, 1),
+                                                       (16, None, 0), (10**9, None, 0)])
+def test_winograd_backward_computes_both_gradients_per_chunk(min_side, chunk_bytes, loops):
+    # Both gradients come from one loop over the batch's chunks (or straight-line code when
+    # one chunk holds the batch): a separate weight-gradient loop was scheduled at the end of
+    # the backward pass, keeping every layer's output gradient alive until then. 16 input-
+    # gradient GEMMs per chunk plus 36 (F(4x4)) or 16 (F(2x2)) weight-gradient ones.
+    budget = {} if chunk_bytes is None else {"chunk_bytes": chunk_bytes}
+    x, k = jnp.zeros((4, 16, 16, 8)), jnp.zeros((3, 3, 8, 8))
+    f = functools.partial(winograd.conv3x3, f4_weight_grad_min_side=min_side,
+                          f4_weight_grad_min_channels=1, **budget)
+    out, vjp = jax.vjp(f, x, k)
+    backward = str(jax.make_jaxpr(vjp)(out))
+    assert backward.count("scan[") == loops
+    assert backward.count("dot_general") == 16 + (36 if min_side == 16 else 16)
 
 
 def test_winograd_rejects_other_kernels():

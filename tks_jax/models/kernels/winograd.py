@@ -155,38 +155,81 @@ def _tile_bytes(x: Array) -> int:
     return 16 * (-(-h // 2)) * (-(-w // 2)) * c * max(4, x.dtype.itemsize)
 
 
+def _conv_tiles(x: Array, u: list[Array], transpose_u: bool) -> Array:
+    """The convolution of one chunk ``x`` with the kernel whose tiles are ``u``."""
+    _, h, w, _ = x.shape
+    with jax.named_scope("winograd_input_tiles"):
+        v, (nc, p, q) = input_tiles(x)
+    with jax.named_scope("winograd_gemm"):
+        m = [_mm(v[k], u[k], 1, 1 if transpose_u else 0) for k in range(16)]
+    with jax.named_scope("winograd_output_tiles"):
+        return output_tiles(m, nc, p, q, h, w).astype(x.dtype)
+
+
 def _forward(x: Array, u: list[Array], chunk_bytes: int, transpose_u: bool = False) -> Array:
     """The convolution of ``x`` with the kernel whose tiles are ``u`` (``[Cin, Cout]``, or
     ``[Cout, Cin]`` with ``transpose_u``: the input gradient, without transposing weights)."""
-    n, h, w, _ = x.shape
+    n = x.shape[0]
     chunk = chunking.chunk_size(n, _tile_bytes(x), chunk_bytes)
-
-    def one(xc):
-        with jax.named_scope("winograd_input_tiles"):
-            v, (nc, p, q) = input_tiles(xc)
-        with jax.named_scope("winograd_gemm"):
-            m = [_mm(v[k], u[k], 1, 1 if transpose_u else 0) for k in range(16)]
-        with jax.named_scope("winograd_output_tiles"):
-            return output_tiles(m, nc, p, q, h, w).astype(x.dtype)
-
+    one = functools.partial(_conv_tiles, u=u, transpose_u=transpose_u)
     if chunk == n:
         return one(x)
     y = jax.lax.map(one, chunking.split(x, chunk))
     return y.reshape((n,) + y.shape[2:])
 
 
+def _weight_grad_tiles(x: Array, g: Array) -> list[Array]:
+    """The 16 F(2x2) tile gradients ``dU [Cin, Cout]`` of one chunk."""
+    with jax.named_scope("winograd_input_tiles"):
+        v, _ = input_tiles(x)
+    with jax.named_scope("winograd_grad_tiles"):
+        gt = grad_tiles(g)
+    with jax.named_scope("winograd_gemm"):
+        return [_mm(v[k], gt[k], 0, 0) for k in range(16)]  # dU[k] = V[k]^T A g A^T [k]
+
+
 def _weight_grad(x: Array, g: Array, chunk_bytes: int) -> Array:
     chunk = chunking.chunk_size(x.shape[0], _tile_bytes(x) + _tile_bytes(g), chunk_bytes)
+    return weight_from_tiles(chunking.sum_over_chunks(_weight_grad_tiles, (x, g), chunk))
+
+
+def _backward(
+    x: Array, w: Array, g: Array, chunk_bytes: int, f4: bool
+) -> tuple[Array, Array]:
+    """Both gradients in one loop over chunks of the batch: each chunk's input gradient and
+    its share of the weight gradient. As two loops, XLA's scheduler put the weight gradient's
+    loop (whose result is only needed by the optimiser) after the rest of the backward pass,
+    keeping every layer's output gradient alive until then."""
+    n = x.shape[0]
+    u = weight_tiles(w[::-1, ::-1])
+    if f4:
+        tiles, from_tiles = winograd_f4.weight_grad_tiles, winograd_f4.weight_from_tiles
+        wgrad_bytes = winograd_f4.tile_bytes(x) + winograd_f4.tile_bytes(g)
+    else:
+        tiles, from_tiles = _weight_grad_tiles, weight_from_tiles
+        wgrad_bytes = _tile_bytes(x) + _tile_bytes(g)
+    chunk = chunking.chunk_size(n, max(_tile_bytes(g), wgrad_bytes), chunk_bytes)
 
     def one(xc, gc):
-        with jax.named_scope("winograd_input_tiles"):
-            v, _ = input_tiles(xc)
-        with jax.named_scope("winograd_grad_tiles"):
-            gt = grad_tiles(gc)
-        with jax.named_scope("winograd_gemm"):
-            return [_mm(v[k], gt[k], 0, 0) for k in range(16)]  # dU[k] = V[k]^T A g A^T [k]
+        with jax.named_scope("input_grad"):
+            dxc = _conv_tiles(gc, u, transpose_u=True)
+        with jax.named_scope("weight_grad"):
+            return dxc, tiles(xc, gc)
 
-    return weight_from_tiles(chunking.sum_over_chunks(one, (x, g), chunk))
+    if chunk == n:
+        dx, du = one(x, g)
+        return dx, from_tiles(du)
+
+    def step(acc, c):
+        dxc, du = one(*c)
+        return jax.tree.map(jnp.add, acc, du), dxc
+
+    xs = (chunking.split(x, chunk), chunking.split(g, chunk))
+    init = jax.tree.map(
+        lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(tiles, xs[0][0], xs[1][0])
+    )
+    du, dx = jax.lax.scan(step, init, xs)
+    return dx.reshape((n,) + dx.shape[2:]), from_tiles(du)
 
 
 def conv3x3(
@@ -254,14 +297,8 @@ def _conv3x3_fwd(x, w, chunk_bytes, f4_rule):
 
 def _conv3x3_bwd(chunk_bytes, f4_rule, res, g):
     x, w = res
-    # The scopes name the ops of each gradient in profiles (benchmarks/profile_step.py).
-    with jax.named_scope("input_grad"):
-        dx = _forward(g, weight_tiles(w[::-1, ::-1]), chunk_bytes, transpose_u=True)
-    with jax.named_scope("weight_grad"):
-        if uses_f4_weight_grad(x.shape, w.shape, x.dtype, *f4_rule):
-            dw = winograd_f4.weight_grad(x, g, chunk_bytes)
-        else:
-            dw = _weight_grad(x, g, chunk_bytes)
+    f4 = uses_f4_weight_grad(x.shape, w.shape, x.dtype, *f4_rule)
+    dx, dw = _backward(x, w, g, chunk_bytes, f4)
     return dx.astype(x.dtype), dw.astype(w.dtype)
 
 

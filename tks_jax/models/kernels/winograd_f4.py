@@ -102,18 +102,20 @@ def weight_grad(x: Array, g: Array, chunk_bytes: int) -> Array:
     """``dw [3, 3, Cin, Cout]`` of the "SAME" 3x3 convolution of ``x [N, H, W, Cin]`` whose
     output gradient is ``g [N, H, W, Cout]``, summed over chunks of the batch whose tiles
     take at most ``chunk_bytes``; in ``promote_types(x.dtype, float32)``."""
-    acc = jnp.promote_types(x.dtype, jnp.float32)
     chunk = chunking.chunk_size(x.shape[0], tile_bytes(x) + tile_bytes(g), chunk_bytes)
+    return weight_from_tiles(chunking.sum_over_chunks(weight_grad_tiles, (x, g), chunk))
 
-    def one(xc, gc):
-        with jax.named_scope("winograd_input_tiles"):
-            v = input_tiles(xc)
-        with jax.named_scope("winograd_grad_tiles"):
-            gt = grad_tiles(gc)
-        with jax.named_scope("winograd_gemm"):
-            return [
-                jax.lax.dot_general(a, b, (((0,), (0,)), ((), ())), preferred_element_type=acc)
-                for a, b in zip(v, gt, strict=True)
-            ]
 
-    return weight_from_tiles(chunking.sum_over_chunks(one, (x, g), chunk))
+def weight_grad_tiles(x: Array, g: Array) -> list[Array]:
+    """The 36 tile gradients ``dU [Cin, Cout]`` of one chunk (``weight_from_tiles`` of their
+    sum over chunks is ``dw``); in ``promote_types(x.dtype, float32)``."""
+    acc = jnp.promote_types(x.dtype, jnp.float32)
+    with jax.named_scope("winograd_input_tiles"):
+        v = input_tiles(x)
+    with jax.named_scope("winograd_grad_tiles"):
+        gt = grad_tiles(g)
+    with jax.named_scope("winograd_gemm"):
+        return [
+            jax.lax.dot_general(a, b, (((0,), (0,)), ((), ())), preferred_element_type=acc)
+            for a, b in zip(v, gt, strict=True)
+        ]
