@@ -22,6 +22,8 @@ Both gradients are Winograd too:
 
 Everything runs over chunks of the batch (``lax.map`` / ``lax.scan``) so that the transformed
 tiles (4x the input) stay small; the only residual kept for the backward pass is the input.
+The backward pass is one loop: each chunk's input gradient and its share of the weight
+gradient (see ``_backward`` for why not two).
 
 Exact in real arithmetic; in fp32 the result differs from the direct convolution by rounding
 (relative error ~1e-6, the F(4x4) weight gradient's a few times more; checked in
