@@ -104,10 +104,12 @@ def forward(x, u, m, chunk_bytes, transpose_u=False):
 
 
 def weight_grad(x, g, m, chunk_bytes):
-    """The kernels' weight gradient by F(m x m, 3x3)."""
-    if m == 2:
-        return winograd._weight_grad(x, g, chunk_bytes)
-    return winograd_f4.weight_grad(x, g, chunk_bytes)
+    """The weight gradient by F(m x m, 3x3) from the kernels' per-chunk tile gradients, as its
+    own loop over chunks of the batch."""
+    kernel = winograd if m == 2 else winograd_f4
+    chunk = chunking.chunk_size(x.shape[0], _tile_bytes(x, m) + _tile_bytes(g, m), chunk_bytes)
+    return kernel.weight_from_tiles(
+        chunking.sum_over_chunks(kernel.weight_grad_tiles, (x, g), chunk))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))

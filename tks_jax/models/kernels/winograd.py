@@ -180,19 +180,16 @@ def _forward(x: Array, u: list[Array], chunk_bytes: int, transpose_u: bool = Fal
     return y.reshape((n,) + y.shape[2:])
 
 
-def _weight_grad_tiles(x: Array, g: Array) -> list[Array]:
-    """The 16 F(2x2) tile gradients ``dU [Cin, Cout]`` of one chunk."""
+def weight_grad_tiles(x: Array, g: Array) -> list[Array]:
+    """The 16 F(2x2) tile gradients ``dU [Cin, Cout]`` of one chunk of ``x [n, h, w, Cin]`` and
+    its output gradient ``g [n, h, w, Cout]`` (``weight_from_tiles`` of their sum over chunks is
+    ``dw``); in ``promote_types(x.dtype, float32)``."""
     with jax.named_scope("winograd_input_tiles"):
         v, _ = input_tiles(x)
     with jax.named_scope("winograd_grad_tiles"):
         gt = grad_tiles(g)
     with jax.named_scope("winograd_gemm"):
         return [_mm(v[k], gt[k], 0, 0) for k in range(16)]  # dU[k] = V[k]^T A g A^T [k]
-
-
-def _weight_grad(x: Array, g: Array, chunk_bytes: int) -> Array:
-    chunk = chunking.chunk_size(x.shape[0], _tile_bytes(x) + _tile_bytes(g), chunk_bytes)
-    return weight_from_tiles(chunking.sum_over_chunks(_weight_grad_tiles, (x, g), chunk))
 
 
 def _backward(
@@ -208,7 +205,7 @@ def _backward(
         tiles, from_tiles = winograd_f4.weight_grad_tiles, winograd_f4.weight_from_tiles
         wgrad_bytes = winograd_f4.tile_bytes(x) + winograd_f4.tile_bytes(g)
     else:
-        tiles, from_tiles = _weight_grad_tiles, weight_from_tiles
+        tiles, from_tiles = weight_grad_tiles, weight_from_tiles
         wgrad_bytes = _tile_bytes(x) + _tile_bytes(g)
     chunk = chunking.chunk_size(n, max(_tile_bytes(g), wgrad_bytes), chunk_bytes)
 

@@ -23,8 +23,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tks_jax.models.kernels import chunking
-
 Array = jax.Array
 
 M = 4  # output tile side
@@ -98,17 +96,10 @@ def tile_bytes(x: Array) -> int:
     return TILE * TILE * (-(-h // M)) * (-(-w // M)) * c * max(4, x.dtype.itemsize)
 
 
-def weight_grad(x: Array, g: Array, chunk_bytes: int) -> Array:
-    """``dw [3, 3, Cin, Cout]`` of the "SAME" 3x3 convolution of ``x [N, H, W, Cin]`` whose
-    output gradient is ``g [N, H, W, Cout]``, summed over chunks of the batch whose tiles
-    take at most ``chunk_bytes``; in ``promote_types(x.dtype, float32)``."""
-    chunk = chunking.chunk_size(x.shape[0], tile_bytes(x) + tile_bytes(g), chunk_bytes)
-    return weight_from_tiles(chunking.sum_over_chunks(weight_grad_tiles, (x, g), chunk))
-
-
 def weight_grad_tiles(x: Array, g: Array) -> list[Array]:
-    """The 36 tile gradients ``dU [Cin, Cout]`` of one chunk (``weight_from_tiles`` of their
-    sum over chunks is ``dw``); in ``promote_types(x.dtype, float32)``."""
+    """The 36 tile gradients ``dU [Cin, Cout]`` of one chunk of ``x [n, h, w, Cin]`` and its
+    output gradient ``g [n, h, w, Cout]`` (``weight_from_tiles`` of their sum over chunks is
+    ``dw``); in ``promote_types(x.dtype, float32)``."""
     acc = jnp.promote_types(x.dtype, jnp.float32)
     with jax.named_scope("winograd_input_tiles"):
         v = input_tiles(x)
