@@ -5,10 +5,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
+
+from benchmarks import train_step
 
 
 def add_round_args(p: argparse.ArgumentParser) -> None:
@@ -42,7 +43,6 @@ def alternating_ms(impls: dict[str, Callable], args: tuple, rounds: int,
 
 
 def append_jsonl(path: str | None, rec: dict) -> None:
-    """Appends ``rec`` as one JSON line to ``path`` (nothing when ``path`` is None)."""
+    """``train_step.append_jsonl``, or nothing when ``path`` is None (no ``--out``)."""
     if path:
-        with open(path, "a") as fh:
-            fh.write(json.dumps(rec) + "\n")
+        train_step.append_jsonl(path, rec)

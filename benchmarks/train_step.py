@@ -326,7 +326,9 @@ def run_in_subprocess(
 
 
 def append_jsonl(path: str, record: dict[str, Any]) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    """Appends ``record`` as one JSON line to ``path``, creating its folder if needed."""
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
 
