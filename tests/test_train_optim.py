@@ -77,3 +77,35 @@ def test_adamw_with_zero_gradient_decays_kernels_only():
     np.testing.assert_allclose(new["dense"]["kernel"], 1 - 0.1 * 0.01)  # lr * wd * w
     np.testing.assert_array_equal(new["dense"]["bias"], 1.0)
     np.testing.assert_array_equal(new["norm"]["scale"], 1.0)
+
+
+@pytest.mark.parametrize("name,norm,optimizer", [
+    ("vgg_snn", "tdbn", "adamw"),
+    pytest.param("resnet19", "tebn", "sgd", marks=pytest.mark.slow),
+    pytest.param("sew_resnet18", "bn", "adamw", marks=pytest.mark.slow),
+])
+def test_initial_state_equals_the_default_compilation_bitwise(name, norm, optimizer):
+    """The state training starts from (compiled with ``build.INIT_COMPILER_OPTIONS_CPU`` on
+    CPU) is bit for bit what ``jax.jit`` with XLA's default options computes: same seed, same
+    parameters as before the option existed."""
+    from tks_jax.training import build, sharding
+
+    config = tl.tiny_config(**{"model.name": name, "model.norm": norm,
+                               "optimizer.name": optimizer})
+    info = type("Info", (), {"input_shape": (32, 32, 3), "is_event": False})()
+    model = build.build_model(config, num_classes=10)
+    init_fn = build.make_init_fn(model, optim.make_optimizer(
+        config, optim.make_schedule(config, 2)), info, config)
+    repl = sharding.replicated(sharding.make_mesh())
+    state = build.initial_state(init_fn, 7, repl)
+    reference = jax.jit(init_fn)(jax.random.PRNGKey(7))
+    flat, tree = jax.tree_util.tree_flatten_with_path(state)
+    assert tree == jax.tree.structure(reference)
+    for (path, x), y in zip(flat, jax.tree.leaves(reference), strict=True):
+        assert x.dtype == y.dtype and x.sharding.is_equivalent_to(repl, x.ndim)
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y),
+                                      err_msg=jax.tree_util.keystr(path))
+    # Not a constant: another seed gives other parameters.
+    other = build.initial_state(init_fn, 8, repl)
+    assert not np.array_equal(np.asarray(jax.tree.leaves(other["params"])[0]),
+                              np.asarray(jax.tree.leaves(state["params"])[0]))

@@ -173,8 +173,7 @@ class _Trainer:
             _sync("tks_corrupt_moved")
             self._open_manager()  # forget the moved steps
         if step is None:
-            self.state = jax.jit(self.init_fn, out_shardings=self.state_sharding)(
-                jax.random.PRNGKey(c.seed))
+            self.state = build.initial_state(self.init_fn, c.seed, self.state_sharding)
             n_params = sum(x.size for x in jax.tree.leaves(self.state["params"]))
             self.writer.info("Initialised %s: %d parameters.", c.model.name, n_params)
         else:
