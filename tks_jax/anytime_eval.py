@@ -11,6 +11,7 @@ rule (``docs/method.md`` §14).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -61,6 +62,17 @@ def parse_spec(spec: str) -> dict[str, Any]:
     return out
 
 
+# Module level, with the network and the constants as static arguments: one executable per
+# (network, T, batch shape), shared by the validation and test splits and by the runs of one
+# process whose networks are equal (flax modules compare by their fields).
+@functools.partial(jax.jit, static_argnames=("model", "num_steps", "input_spikes", "energy"))
+def _logits_ops_energy(variables, x, *, model, num_steps: int, input_spikes: bool,
+                       energy: cost.EnergyModel):
+    logits, ops = cost.layer_ops(model, variables, x, num_steps, input_spikes=input_spikes)
+    # Zeros plus the layers' energy (a model without layers.Conv / Linear costs nothing).
+    return logits, ops, jnp.zeros(logits.shape[:2]) + cost.energy_per_step(ops, energy)
+
+
 def collect(
     model, variables: Mapping, batches: Iterable[Mapping[str, np.ndarray]], num_steps: int,
     energy: cost.EnergyModel, *, input_spikes: bool,
@@ -79,17 +91,13 @@ def collect(
       [T]}, 'mac': {...}}}`` (sums over the N real samples).
     """
 
-    @jax.jit
-    def run(variables, x):
-        logits, ops = cost.layer_ops(model, variables, x, num_steps, input_spikes=input_spikes)
-        # Zeros plus the layers' energy (a model without layers.Conv / Linear costs nothing).
-        return logits, ops, jnp.zeros(logits.shape[:2]) + cost.energy_per_step(ops, energy)
-
     logits, labels, energies = [], [], []
     ops_sum: dict[str, dict[str, np.ndarray]] = {}
     for batch in batches:
         mask = np.asarray(batch["mask"], bool)
-        z, ops, e = jax.device_get(run(variables, batch["image"]))
+        z, ops, e = jax.device_get(_logits_ops_energy(
+            variables, batch["image"], model=model, num_steps=num_steps,
+            input_spikes=input_spikes, energy=energy))
         logits.append(np.asarray(z)[:, mask])
         labels.append(np.asarray(batch["label"])[mask])
         energies.append(np.asarray(e)[:, mask])

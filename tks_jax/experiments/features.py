@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -68,13 +69,26 @@ def _load_state(workdir: str, config, model, info) -> dict:
     return state
 
 
+def _mean_features(variables: dict, images, *, model, num_steps: int):
+    feats, _ = penultimate_features(model, variables, images, num_steps=num_steps)
+    return feats.mean(0)  # [B, D]: averaged over T like the output (Eq. 3)
+
+
+@functools.cache
+def _jitted_mean_features():
+    """One jitted ``_mean_features`` per process, the network and T static: the runs of a
+    study whose networks are equal (flax modules compare by their fields) share executables."""
+    import jax
+
+    return jax.jit(_mean_features, static_argnames=("model", "num_steps"))
+
+
 def extract_features(workdir: str, config, num_examples: int) -> dict[str, np.ndarray]:
     """Time-averaged penultimate features of the first ``num_examples`` test examples.
 
     Returns:
       ``{'features': float32 [N, D], 'labels': int32 [N]}``.
     """
-    import jax
     import ml_collections
 
     from tks_jax.training import input_pipeline
@@ -93,15 +107,12 @@ def extract_features(workdir: str, config, num_examples: int) -> dict[str, np.nd
     if state["batch_stats"]:
         variables["batch_stats"] = state["batch_stats"]
 
-    @jax.jit
-    def forward(variables, images):
-        feats, _ = penultimate_features(model, variables, images, num_steps=cfg.num_steps)
-        return feats.mean(0)  # [B, D]: averaged over T like the output (Eq. 3)
-
+    forward = _jitted_mean_features()
     feats, labels = [], []
     for batch in batches:
         mask = np.asarray(batch["mask"], bool)
-        feats.append(np.asarray(forward(variables, batch["image"]))[mask])
+        feats.append(np.asarray(forward(variables, batch["image"], model=model,
+                                        num_steps=cfg.num_steps))[mask])
         labels.append(np.asarray(batch["label"])[mask])
     return {"features": np.concatenate(feats).astype(np.float32),
             "labels": np.concatenate(labels).astype(np.int32)}
