@@ -27,6 +27,7 @@ accuracy with ``--workdir``, the date, machine and load average), appended to ``
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -53,8 +54,15 @@ def _frames(x: np.ndarray, num_steps: int) -> np.ndarray:
     return x if x.ndim == 5 else np.broadcast_to(x[None], (num_steps,) + x.shape)
 
 
+@functools.partial(jax.jit, static_argnames=("model", "num_steps"))
+def _apply(variables, x, *, model, num_steps):
+    return model.apply(variables, x, num_steps=num_steps, train=False)
+
+
 def run_full(model, variables, x, num_steps, batch):
-    apply = jax.jit(lambda v, x: model.apply(v, x, num_steps=num_steps, train=False))
+    # One executable per batch shape, shared by the full modes (full1's is full-B's last
+    # short batch).
+    apply = functools.partial(_apply, model=model, num_steps=num_steps)
     n = x.shape[-4]
     chunks = [x[..., i:i + batch, :, :, :] for i in range(0, n, batch)]
     for c in chunks[:1]:  # warm-up / compile (and a last short batch)
@@ -151,8 +159,8 @@ def main(argv=None) -> None:
         x = (rng.random(shape) < 0.2).astype(np.float32) if args.events else \
             rng.random(shape, dtype=np.float32)
         model = models.get_model(args.model, num_classes=10, width=args.width)
-        variables = model.init(jax.random.PRNGKey(args.seed), x[..., :1, :, :, :],
-                               num_steps=num_steps)
+        variables = jax.jit(functools.partial(model.init, num_steps=num_steps))(
+            jax.random.PRNGKey(args.seed), x[..., :1, :, :, :])
     frames = _frames(x, num_steps)
     n = frames.shape[1]
     modes = {

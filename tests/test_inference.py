@@ -84,7 +84,7 @@ def test_stepping_equals_all_steps(name, options, kind):
 def test_state_layout_and_tebn_limit():
     model = models.get_model("resnet19", num_classes=4, width=0.0625, norm="tebn", num_steps=2)
     x = np.ones((B, 16, 16, 3), np.float32)
-    variables = model.init(jax.random.PRNGKey(0), x, num_steps=2)
+    variables = jax.jit(functools.partial(model.init, num_steps=2))(jax.random.PRNGKey(0), x)
     assert set(variables) == {"params", "batch_stats"}  # init creates no streaming state
     state = inference.init_state(model, variables, x)
     leaves = jax.tree_util.tree_leaves_with_path(state["lif_state"])

@@ -313,7 +313,8 @@ def _model_loss(name, x, y, steps, **options):
     from tks_jax import losses, models
 
     model = models.get_model(name, num_classes=4, **options)
-    variables = model.init(jax.random.key(0), x, num_steps=steps, train=False)
+    variables = jax.jit(functools.partial(model.init, num_steps=steps, train=False))(
+        jax.random.key(0), x)
 
     def loss(p):
         logits, upd = model.apply(

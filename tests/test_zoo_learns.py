@@ -11,6 +11,8 @@ gradients, normalisation statistics or read-out are broken stays near it.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,7 +76,8 @@ def train_and_test(name: str, norm: str) -> float:
     model = models.get_model(name, num_classes=NUM_CLASSES, width=0.0625, norm=norm, **options)
     train_x, train_y = stripes_task(STEPS * BATCH, seed=1)
     test_x, test_y = stripes_task(128, seed=2)
-    variables = model.init(jax.random.PRNGKey(0), jnp.asarray(train_x[:BATCH]), num_steps=T)
+    variables = jax.jit(functools.partial(model.init, num_steps=T))(
+        jax.random.PRNGKey(0), jnp.asarray(train_x[:BATCH]))
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
     tx = optax.adam(1e-2)
     opt_state = tx.init(params)
