@@ -1,8 +1,9 @@
 """Shared test helpers and fixtures.
 
 Helpers (plain functions, also used by child processes through ``train_testlib``):
-``tiny_config``, ``tiny_model``, ``run_child``, ``dump_config``, ``load_final_params``,
-``CHILD_PREAMBLE`` and ``write_fake_study`` (a hand-made ablation results folder).
+``tiny_config``, ``tiny_model``, ``init_variables``, ``run_child``, ``dump_config``,
+``load_final_params``, ``CHILD_PREAMBLE`` and ``write_fake_study`` (a hand-made ablation
+results folder).
 
 Fixtures: ``fake_study`` (a results folder, aggregated), ``fake_study_writer`` and
 ``repo_root``.
@@ -91,6 +92,21 @@ def load_final_params(workdir: str) -> dict:
     manager.close()
     flat = jax.tree_util.tree_flatten_with_path(restored["state"]["params"])[0]
     return {jax.tree_util.keystr(k): np.asarray(v) for k, v in flat}, step
+
+
+def init_variables(model, rng, x, **kwargs) -> dict:
+    """``model.init(rng, x, **kwargs)`` as one program, compiled like training's initial state
+    (``build.INIT_COMPILER_OPTIONS_CPU`` on CPU; the same values as ``jax.jit`` gives). Eager
+    ``model.init`` runs, and compiles, the forward pass one operation at a time."""
+    import functools
+
+    import jax
+
+    from tks_jax.training import build
+
+    lowered = jax.jit(functools.partial(model.init, **kwargs)).lower(rng, x)
+    options = build.INIT_COMPILER_OPTIONS_CPU if jax.default_backend() == "cpu" else None
+    return lowered.compile(compiler_options=options)(rng, x)
 
 
 def tiny_model(num_classes: int = 4):

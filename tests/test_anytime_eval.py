@@ -1,12 +1,12 @@
 """The anytime report section: calibration on validation, numbers on test, markdown and plot."""
 
-import functools
 import json
 import math
 import os
 
 import numpy as np
 import pytest
+from conftest import init_variables
 
 from tks_jax import anytime, anytime_eval, cost, report
 
@@ -116,7 +116,7 @@ def test_collect_with_a_zoo_model():
 
     model = models.get_model("vgg_snn", num_classes=3, width=0.0625)
     x = np.random.default_rng(0).random((3, 16, 16, 2)).astype(np.float32)
-    variables = jax.jit(functools.partial(model.init, num_steps=2))(jax.random.PRNGKey(0), x)
+    variables = init_variables(model, jax.random.PRNGKey(0), x, num_steps=2)
     batch = {"image": x, "label": np.array([0, 1, 2]), "mask": np.array([True, True, False])}
     out = anytime_eval.collect(model, variables, [batch], 2, cost.EnergyModel(),
                                input_spikes=False)

@@ -1,10 +1,10 @@
 """The anytime latency benchmark's mechanics on a tiny random network (no timing asserted)."""
 
-import functools
 import json
 
 import numpy as np
 import pytest
+from conftest import init_variables
 
 from benchmarks import anytime_latency
 
@@ -41,8 +41,7 @@ def test_streaming_predictions_match_the_full_run_without_exit():
 
     model = models.get_model("vgg_snn", num_classes=4, width=0.0625)
     x = (np.random.default_rng(0).random((3, 5, 16, 16, 2)) < 0.3).astype(np.float32)
-    variables = jax.jit(functools.partial(model.init, num_steps=3))(
-        jax.random.PRNGKey(0), x[:, :1])
+    variables = init_variables(model, jax.random.PRNGKey(0), x[:, :1], num_steps=3)
     _, full_pred, _ = anytime_latency.run_full(model, variables, x, 3, 2)
     _, stream_pred, steps = anytime_latency.run_stream(model, variables, x, 3, 2, 2.0,
                                                        "softmax")

@@ -1,12 +1,12 @@
 """Tests of tks_jax.cost: exact fan-out, synaptic operations, MACs and energy on tiny networks."""
 
-import functools
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import init_variables
 
 from tks_jax import cost, models
 from tks_jax.models import layers
@@ -115,7 +115,7 @@ def test_zoo_counts_per_output(name):
     size = 16 if name != "sew_resnet18" else 32
     model = models.get_model(name, num_classes=3, width=0.0625)
     x = jax.random.uniform(jax.random.PRNGKey(1), (b, size, size, 3))
-    variables = jax.jit(functools.partial(model.init, num_steps=t))(jax.random.PRNGKey(0), x)
+    variables = init_variables(model, jax.random.PRNGKey(0), x, num_steps=t)
     # Large BN scales so that every layer fires (at init the currents are too small).
     variables = jax.tree_util.tree_map_with_path(
         lambda path, v: v * 8.0 if "scale" in jax.tree_util.keystr(path) else v, variables)

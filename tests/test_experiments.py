@@ -5,7 +5,6 @@ synthetic data (one of them twice, in fresh processes, for bitwise determinism).
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
@@ -13,6 +12,7 @@ import shutil
 import jax
 import numpy as np
 import pytest
+from conftest import init_variables
 
 from tks_jax.experiments import ablation, aggregate, figures, plan, records, runner, variants
 
@@ -122,7 +122,7 @@ def test_penultimate_features_feed_the_readout(event):
     t, b = 3, 2
     shape = (t, b, 16, 16, 2) if event else (b, 16, 16, 1)
     x = jax.random.uniform(jax.random.PRNGKey(1), shape) * (3.0 if event else 1.0)
-    variables = jax.jit(functools.partial(model.init, num_steps=t))(jax.random.PRNGKey(0), x)
+    variables = init_variables(model, jax.random.PRNGKey(0), x, num_steps=t)
     feats, logits = jax.jit(
         lambda v, x: ablation.penultimate_features(model, v, x, num_steps=t))(variables, x)
     np.testing.assert_allclose(logits, model.apply(variables, x, num_steps=t), rtol=1e-6)

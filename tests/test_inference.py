@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import init_variables
 
 from tks_jax import inference, models
 
@@ -13,9 +14,7 @@ T, B = 3, 2
 
 
 def _variables(model, x, num_steps):
-    # jit: one compile instead of one per op (the values are the same as eager init's).
-    variables = jax.jit(functools.partial(model.init, num_steps=num_steps))(
-        jax.random.PRNGKey(0), x)
+    variables = init_variables(model, jax.random.PRNGKey(0), x, num_steps=num_steps)
     # Large norm scales, non-trivial running statistics and TEBN scales so that every layer
     # fires and the per-step scales matter.
     key = jax.random.PRNGKey(5)
@@ -84,7 +83,7 @@ def test_stepping_equals_all_steps(name, options, kind):
 def test_state_layout_and_tebn_limit():
     model = models.get_model("resnet19", num_classes=4, width=0.0625, norm="tebn", num_steps=2)
     x = np.ones((B, 16, 16, 3), np.float32)
-    variables = jax.jit(functools.partial(model.init, num_steps=2))(jax.random.PRNGKey(0), x)
+    variables = init_variables(model, jax.random.PRNGKey(0), x, num_steps=2)
     assert set(variables) == {"params", "batch_stats"}  # init creates no streaming state
     state = inference.init_state(model, variables, x)
     leaves = jax.tree_util.tree_leaves_with_path(state["lif_state"])

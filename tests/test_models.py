@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import init_variables
 
 from tks_jax import models, spiking
 from tks_jax.models import layers, sew_resnet
@@ -30,7 +31,7 @@ def _key(seed: int = 0):
 
 
 def _init(model, x, num_steps):
-    return jax.jit(functools.partial(model.init, num_steps=num_steps, train=False))(_key(), x)
+    return init_variables(model, _key(), x, num_steps=num_steps, train=False)
 
 
 def _apply_fn(model, num_steps, train, mutable=False):

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import init_variables
 
 from tks_jax import spiking
 from tks_jax.models import base, kernels
@@ -313,8 +314,7 @@ def _model_loss(name, x, y, steps, **options):
     from tks_jax import losses, models
 
     model = models.get_model(name, num_classes=4, **options)
-    variables = jax.jit(functools.partial(model.init, num_steps=steps, train=False))(
-        jax.random.key(0), x)
+    variables = init_variables(model, jax.random.key(0), x, num_steps=steps, train=False)
 
     def loss(p):
         logits, upd = model.apply(
@@ -746,7 +746,7 @@ rng = np.random.default_rng(15)
 x = jnp.asarray(rng.poisson(0.5, (2, 8, 16, 16, 2)).astype(np.float32))
 y = jnp.asarray(rng.integers(0, 4, 8))
 model = models.get_model("vgg_snn", num_classes=4, width=0.125, remat=True, conv="auto")
-variables = model.init(jax.random.key(0), x, num_steps=2, train=False)
+variables = jax.jit(lambda k, x: model.init(k, x, num_steps=2, train=False))(jax.random.key(0), x)
 
 def loss(p, x, y):
     logits, upd = model.apply({"params": p, "batch_stats": variables["batch_stats"]}, x,

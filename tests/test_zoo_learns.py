@@ -11,13 +11,12 @@ gradients, normalisation statistics or read-out are broken stays near it.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import init_variables
 
 import tks_jax
 from tks_jax import models
@@ -76,8 +75,8 @@ def train_and_test(name: str, norm: str) -> float:
     model = models.get_model(name, num_classes=NUM_CLASSES, width=0.0625, norm=norm, **options)
     train_x, train_y = stripes_task(STEPS * BATCH, seed=1)
     test_x, test_y = stripes_task(128, seed=2)
-    variables = jax.jit(functools.partial(model.init, num_steps=T))(
-        jax.random.PRNGKey(0), jnp.asarray(train_x[:BATCH]))
+    variables = init_variables(model, jax.random.PRNGKey(0), jnp.asarray(train_x[:BATCH]),
+                               num_steps=T)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
     tx = optax.adam(1e-2)
     opt_state = tx.init(params)
