@@ -94,6 +94,7 @@ def build_step(cfg: dict[str, Any]):
     import optax
 
     from benchmarks import arch
+    from tks_jax.training import build
 
     name, batch, width = cfg["model"], int(cfg.get("batch", 1)), float(cfg["width"])
     (h, w, c), num_steps = arch.INPUTS[name]
@@ -107,9 +108,8 @@ def build_step(cfg: dict[str, Any]):
     y = rng.integers(0, arch.NUM_CLASSES, size=(batch,)).astype(np.int32)
     x, y = jnp.asarray(x), jnp.asarray(y)
 
-    variables = jax.jit(lambda k: model.init(k, x, num_steps=num_steps, train=False))(
-        jax.random.key(0)
-    )
+    variables = build.init_variables(model, jax.random.key(0), x, num_steps=num_steps,
+                                     train=False)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
 

@@ -95,18 +95,10 @@ def load_final_params(workdir: str) -> dict:
 
 
 def init_variables(model, rng, x, **kwargs) -> dict:
-    """``model.init(rng, x, **kwargs)`` as one program, compiled like training's initial state
-    (``build.INIT_COMPILER_OPTIONS_CPU`` on CPU; the same values as ``jax.jit`` gives). Eager
-    ``model.init`` runs, and compiles, the forward pass one operation at a time."""
-    import functools
-
-    import jax
-
+    """``tks_jax.training.build.init_variables``: ``model.init`` as one compiled program."""
     from tks_jax.training import build
 
-    lowered = jax.jit(functools.partial(model.init, **kwargs)).lower(rng, x)
-    options = build.INIT_COMPILER_OPTIONS_CPU if jax.default_backend() == "cpu" else None
-    return lowered.compile(compiler_options=options)(rng, x)
+    return build.init_variables(model, rng, x, **kwargs)
 
 
 def tiny_model(num_classes: int = 4):

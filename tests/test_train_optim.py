@@ -1,5 +1,6 @@
 """Learning-rate schedule and weight-decay mask (docs/method.md §9), against hand formulas."""
 
+import functools
 import math
 
 import jax
@@ -105,6 +106,14 @@ def test_initial_state_equals_the_default_compilation_bitwise(name, norm, optimi
         assert x.dtype == y.dtype and x.sharding.is_equivalent_to(repl, x.ndim)
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y),
                                       err_msg=jax.tree_util.keystr(path))
+    # Tests' and benchmarks' model.init compiles the same way.
+    x = np.zeros((1, 32, 32, 3), np.float32)
+    init = functools.partial(model.init, num_steps=2, train=False)
+    ours = build.init_variables(model, jax.random.PRNGKey(7), x, num_steps=2, train=False)
+    theirs = jax.jit(init)(jax.random.PRNGKey(7), x)
+    assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # Not a constant: another seed gives other parameters.
     other = build.initial_state(init_fn, 8, repl)
     assert not np.array_equal(np.asarray(jax.tree.leaves(other["params"])[0]),

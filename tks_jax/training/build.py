@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -86,14 +87,25 @@ def make_init_fn(model, tx, info, config) -> Callable[[jax.Array], dict]:
 INIT_COMPILER_OPTIONS_CPU = {"xla_backend_optimization_level": 1}
 
 
+def _compiled_for_init(jitted: Callable, *args) -> Callable:
+    options = INIT_COMPILER_OPTIONS_CPU if jax.default_backend() == "cpu" else None
+    return jitted.lower(*args).compile(compiler_options=options)
+
+
 def initial_state(init_fn, seed: int, sharding) -> dict:
     """``init_fn(PRNGKey(seed))``, compiled once, each leaf placed on ``sharding`` (a tree
     of shardings like the state, or one for every leaf). On CPU it compiles with
     ``INIT_COMPILER_OPTIONS_CPU``."""
     rng = jax.random.PRNGKey(seed)
-    lowered = jax.jit(init_fn, out_shardings=sharding).lower(rng)
-    options = INIT_COMPILER_OPTIONS_CPU if jax.default_backend() == "cpu" else None
-    return lowered.compile(compiler_options=options)(rng)
+    return _compiled_for_init(jax.jit(init_fn, out_shardings=sharding), rng)(rng)
+
+
+def init_variables(model, rng: jax.Array, x, **kwargs) -> dict:
+    """``model.init(rng, x, **kwargs)`` as one program, compiled like ``initial_state`` (same
+    values as under ``jax.jit``). Called eagerly, ``model.init`` runs, and compiles, the
+    network's forward pass one operation at a time; benchmarks and tests use this instead."""
+    jitted = jax.jit(functools.partial(model.init, **kwargs))
+    return _compiled_for_init(jitted, rng, x)(rng, x)
 
 
 def abstract_state(init_fn, sharding) -> dict:
