@@ -101,7 +101,8 @@ def train_and_test(name: str, norm: str) -> float:
                                                     train_x[sl], train_y[sl], jnp.float32(lam))
         losses.append(float(loss))
     assert np.all(np.isfinite(losses)), losses
-    logits = model.apply({"params": params, "batch_stats": batch_stats}, test_x, num_steps=T)
+    logits = jax.jit(lambda v, x: model.apply(v, x, num_steps=T))(
+        {"params": params, "batch_stats": batch_stats}, test_x)
     return float(np.mean(np.asarray(logits).mean(0).argmax(-1) == test_y))
 
 

@@ -90,8 +90,15 @@ class Budget:
         self.slack = max(0.0, self.stages[name] + self.slack - used)
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# Runs its arguments with SIGINT back at its default disposition. A parent that ignores
+# SIGINT (a background job, a pytest-xdist worker) passes the ignore on through fork and exec,
+# and the command could not handle the SIGINT sent on timeout. A wrapper process rather than
+# Popen's ``preexec_fn``, which runs Python in the forked child of a multi-threaded parent
+# (JAX's threads), where a lock held by another thread at the fork never comes free.
+_EXEC_WITH_DEFAULT_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
 
 
 def run_cmd(cmd: list[str], timeout: float, env: dict[str, str] | None = None,
@@ -101,12 +108,9 @@ def run_cmd(cmd: list[str], timeout: float, env: dict[str, str] | None = None,
     seconds later, SIGKILL. Returns ``(returncode or None on timeout, combined output)``."""
     full_env = {**os.environ, **(env or {})}
     with tempfile.TemporaryFile("w+") as out:
-        # SIGINT back to its default in the child: a parent that ignores it (a background
-        # job, a pytest-xdist worker) would otherwise pass the ignore on, and the command could
-        # not handle the SIGINT sent on timeout.
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=full_env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True, text=True,
-                                preexec_fn=_default_sigint)
+        proc = subprocess.Popen([sys.executable, "-c", _EXEC_WITH_DEFAULT_SIGINT, *cmd],
+                                cwd=REPO_ROOT, env=full_env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True, text=True)
         try:
             code: int | None = proc.wait(timeout=max(1.0, timeout))
         except subprocess.TimeoutExpired:
