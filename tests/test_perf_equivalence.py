@@ -336,14 +336,18 @@ def _vgg_loss_and_grads(x, y, **options):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "norm,chunk_bytes,chunked_units",
+    "norm,chunk_bytes,chunked_units,conv",
     [
-        ("tebn", 1, 8),  # one step per chunk in every unit (TEBN: per-step scales too)
+        # One step per chunk in every unit (TEBN: per-step scales too). The direct convolution
+        # compiles in half the time; the chunked units with Winograd are the case below and
+        # test_chunked_remat_under_data_parallel_sharding.
+        ("tebn", 1, 8, "direct"),
         # conv1-4 one step per chunk, conv5-8 fit in one chunk (both steps): nn.remat
-        ("tdbn", 2 * 16 * 16 * 8 * 4, 4),
+        ("tdbn", 2 * 16 * 16 * 8 * 4, 4, "auto"),
     ],
 )
-def test_model_remat_chunked_units_match_whole_batch(monkeypatch, norm, chunk_bytes, chunked_units):
+def test_model_remat_chunked_units_match_whole_batch(monkeypatch, norm, chunk_bytes, chunked_units,
+                                                     conv):
     # remat=True trains each conv-norm-LIF unit a few steps at a time (kernels.conv_norm_lif) when
     # its output spans several chunks, else rematerialises it whole (nn.remat): same parameter
     # tree and initial values, same loss, running statistics and gradients as remat=False.
@@ -358,6 +362,7 @@ def test_model_remat_chunked_units_match_whole_batch(monkeypatch, norm, chunk_by
     x = jnp.asarray(rng.poisson(0.5, (2, 2, 16, 16, 2)).astype(np.float32))
     y = jnp.array([1, 2])
     extra = {"num_steps": 2} if norm == "tebn" else {}
+    extra["conv"] = conv
     v0, l0, s0, g0, _ = _vgg_loss_and_grads(x, y, norm=norm, remat=False, **extra)
     assert not calls
     v1, l1, s1, g1, loss1 = _vgg_loss_and_grads(x, y, norm=norm, remat=True, **extra)
@@ -782,11 +787,14 @@ def test_chunked_remat_under_data_parallel_sharding():
 def test_resnet19_remat_covers_whole_blocks():
     # remat=True on ResNet-19: the first unit of each block chunked or rematerialised, the
     # second half (conv, norm, shortcut, LIF) rematerialised; same tree, loss and gradients.
+    # The direct convolution: what is rematerialised does not depend on the algorithm, and it
+    # compiles in half the time (remat with Winograd: the VGG-SNN tests above).
     x = jnp.asarray(np.random.default_rng(16).normal(size=(2, 8, 8, 3)).astype(np.float32))
     y = jnp.array([0, 3])
     out = []
     for remat in (False, True):
-        variables, loss_aux = _model_loss("resnet19", x, y, 2, width=0.125, remat=remat)
+        variables, loss_aux = _model_loss("resnet19", x, y, 2, width=0.125, remat=remat,
+                                           conv="direct")
 
         def loss(p, loss_aux=loss_aux):
             return loss_aux(p)[0]
