@@ -109,3 +109,16 @@ def test_initial_state_equals_the_default_compilation_bitwise(name, norm, optimi
     kernels = [np.asarray(x) for (path, x) in flat
                if "params" in jax.tree_util.keystr(path) and x.ndim == 4]
     assert kernels and all(k.std() > 0 for k in kernels)
+
+
+def test_initial_state_without_the_compile_option(monkeypatch):
+    """An XLA that does not know the option: the state compiles with the defaults instead."""
+    from tks_jax.training import build, sharding
+
+    def init_fn(rng):
+        return {"w": jax.random.uniform(rng, (3, 4)), "step": jnp.zeros((), jnp.int32)}
+
+    monkeypatch.setattr(build, "INIT_COMPILER_OPTIONS_CPU", {"xla_no_such_option": 1})
+    state = build.initial_state(init_fn, 3, sharding.replicated(sharding.make_mesh()))
+    want = jax.jit(init_fn)(jax.random.PRNGKey(3))
+    np.testing.assert_array_equal(np.asarray(state["w"]), np.asarray(want["w"]))
