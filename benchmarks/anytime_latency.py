@@ -38,6 +38,7 @@ import jax
 import numpy as np
 
 from tks_jax import anytime, inference, models
+from tks_jax.training import build
 
 
 def _confidence(mean_logits: np.ndarray, kind: str) -> np.ndarray:
@@ -159,8 +160,8 @@ def main(argv=None) -> None:
         x = (rng.random(shape) < 0.2).astype(np.float32) if args.events else \
             rng.random(shape, dtype=np.float32)
         model = models.get_model(args.model, num_classes=10, width=args.width)
-        variables = jax.jit(functools.partial(model.init, num_steps=num_steps))(
-            jax.random.PRNGKey(args.seed), x[..., :1, :, :, :])
+        variables = build.init_variables(model, jax.random.PRNGKey(args.seed),
+                                         x[..., :1, :, :, :], num_steps=num_steps)
     frames = _frames(x, num_steps)
     n = frames.shape[1]
     modes = {

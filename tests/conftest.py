@@ -1,9 +1,8 @@
 """Shared test helpers and fixtures.
 
 Helpers (plain functions, also used by child processes through ``train_testlib``):
-``tiny_config``, ``tiny_model``, ``init_variables``, ``run_child``, ``dump_config``,
-``load_final_params``, ``CHILD_PREAMBLE`` and ``write_fake_study`` (a hand-made ablation
-results folder).
+``tiny_config``, ``tiny_model``, ``run_child``, ``dump_config``, ``load_final_params``,
+``CHILD_PREAMBLE`` and ``write_fake_study`` (a hand-made ablation results folder).
 
 Fixtures: ``fake_study`` (a results folder, aggregated), ``fake_study_writer`` and
 ``repo_root``.
@@ -92,13 +91,6 @@ def load_final_params(workdir: str) -> dict:
     manager.close()
     flat = jax.tree_util.tree_flatten_with_path(restored["state"]["params"])[0]
     return {jax.tree_util.keystr(k): np.asarray(v) for k, v in flat}, step
-
-
-def init_variables(model, rng, x, **kwargs) -> dict:
-    """``tks_jax.training.build.init_variables``: ``model.init`` as one compiled program."""
-    from tks_jax.training import build
-
-    return build.init_variables(model, rng, x, **kwargs)
 
 
 def tiny_model(num_classes: int = 4):

@@ -6,9 +6,9 @@ import os
 
 import numpy as np
 import pytest
-from conftest import init_variables
 
 from tks_jax import anytime, anytime_eval, cost, report
+from tks_jax.training.build import init_variables
 
 
 def _split(seed, n=40, t=4, c=3):

@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import init_variables
 
 from benchmarks import anytime_latency
+from tks_jax.training.build import init_variables
 
 # Builds and times real networks: part of the full suite, not of `make test-fast`.
 pytestmark = pytest.mark.slow

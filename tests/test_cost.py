@@ -1,15 +1,14 @@
 """Tests of tks_jax.cost: exact fan-out, synaptic operations, MACs and energy on tiny networks."""
 
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import init_variables
 
 from tks_jax import cost, models
 from tks_jax.models import layers
+from tks_jax.training.build import init_variables
 
 
 def np_synops_per_output(x, k, s, cout):

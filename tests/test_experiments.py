@@ -12,9 +12,9 @@ import shutil
 import jax
 import numpy as np
 import pytest
-from conftest import init_variables
 
 from tks_jax.experiments import ablation, aggregate, figures, plan, records, runner, variants
+from tks_jax.training.build import init_variables
 
 # ------------------------------------------------------------------------------------------
 # Plan and configs.

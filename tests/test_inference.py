@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import init_variables
 
 from tks_jax import inference, models
+from tks_jax.training.build import init_variables
 
 T, B = 3, 2
 

@@ -17,11 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import init_variables
 
 from tks_jax import models, spiking
 from tks_jax.models import layers, sew_resnet
 from tks_jax.models.resnet import ResNet19
+from tks_jax.training.build import init_variables
 
 ALL = ("vgg_snn", "resnet19", "sew_resnet18", "sew_resnet19", "sew_resnet34", "sew_resnet50")
 

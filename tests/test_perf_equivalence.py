@@ -19,11 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import init_variables
 
 from tks_jax import spiking
 from tks_jax.models import base, kernels
 from tks_jax.models.kernels import conv_norm_lif, winograd, winograd_f4
+from tks_jax.training.build import init_variables
 
 SURROGATES = ["qgate", "sigmoid", "atan", "rectangle", "triangle"]
 

@@ -105,6 +105,13 @@ def test_initial_state_equals_the_default_compilation_bitwise(name, norm, optimi
         assert x.dtype == y.dtype and x.sharding.is_equivalent_to(repl, x.ndim)
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y),
                                       err_msg=jax.tree_util.keystr(path))
+    # model.init compiled alone the same way (tests and benchmarks) gives the same parameters.
+    variables = build.init_variables(model, jax.random.PRNGKey(7),
+                                     np.zeros((1, 32, 32, 3), np.float32),
+                                     num_steps=config.num_steps, train=False)
+    for a, b in zip(jax.tree.leaves(variables["params"]), jax.tree.leaves(state["params"]),
+                    strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # Not vacuous: the kernels are random draws, not constants.
     kernels = [np.asarray(x) for (path, x) in flat
                if "params" in jax.tree_util.keystr(path) and x.ndim == 4]

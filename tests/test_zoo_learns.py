@@ -16,10 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import init_variables
 
 import tks_jax
 from tks_jax import models
+from tks_jax.training.build import init_variables
 
 pytestmark = pytest.mark.slow
 

@@ -83,7 +83,8 @@ def make_init_fn(model, tx, info, config) -> Callable[[jax.Array], dict]:
 # (the forward pass ``model.init`` traces does not reach any output and is removed), it runs
 # once per training run, and LLVM's default optimisation level (2) spends most of its
 # compilation time on the Threefry loops; at level 1 it compiles in less than half the time
-# and gives the same state bit for bit (tests/test_train.py checks the model zoo).
+# and gives the same state bit for bit (checked for VGG-SNN and ResNet-19 in
+# tests/test_train_optim.py).
 INIT_COMPILER_OPTIONS_CPU = {"xla_backend_optimization_level": 1}
 
 
